@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install Debian's headless Chromium and its driver for the browser fetcher (and its tests).
+# Idempotent: does nothing when both binaries are present. Needs root (or sudo) only when
+# something is missing. Selenium is pointed at /usr/bin/chromedriver, so Selenium Manager never
+# downloads a driver of its own.
+set -euo pipefail
+
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+  exit 0
+fi
+
+run_as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "mailgate: root is needed to install chromium and chromium-driver: $*" >&2
+    return 1
+  fi
+}
+
+export DEBIAN_FRONTEND=noninteractive
+run_as_root apt-get update -qq
+run_as_root apt-get install -y -qq --no-install-recommends chromium chromium-driver

@@ -1,0 +1,3 @@
+"""Mailgate: email-native human approval of LLM summaries."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,392 @@
+"""Composition root: every choice between peers is made here, once, at start.
+
+``Mailgate`` wires settings into the engine connection, the Resonate client, the steps and the
+transports a role needs. Constructing it opens nothing; ``start()`` opens the engine (taking
+its lock), probes Ollama and SMTP for the ``auto`` choices, starts the worker and binds the
+HTTP gateway; ``stop()`` undoes it in reverse order. Connection precedence is documented in one
+place, ``connect``: ``RESONATE_URL`` (a remote engine), then ``MAILGATE_ENGINE=memory``, then
+the durable SQLite engine in the data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets as pysecrets
+import ssl
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import uvicorn
+from resonate.resonate import Resonate
+from resonate.retry import Never
+from resonate.timing import now_ms
+
+from service import engine, workflow
+from service.config import Settings
+from service.errors import ConfigError
+from service.gateway.app import build_app
+from service.gateway.context import Gateway
+from service.mail.send import SmtpSettings, smtp_reachable
+from service.mail.send import send as send_mail
+from service.pagecache import PageCache
+from service.progress import Progress
+from service.steps.callback import CallbackSender
+from service.steps.fetch import Fetcher, HttpFetcher
+from service.steps.notify import ConsoleNotifier, Notifier, SmtpNotifier
+from service.steps.summarize import (
+    ExtractiveSummarizer,
+    OllamaSummarizer,
+    Summarizer,
+    ollama_available,
+)
+from service.submissions import WORKER_GROUP, Policy
+
+logger = logging.getLogger(__name__)
+
+GATEWAY_GROUP = "gateway"
+INBOX_GROUP = "inbox"
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@dataclass(frozen=True)
+class Roles:
+    worker: bool = False
+    gateway: bool = False
+    inbox: bool = False
+
+
+def secrets_for(settings: Settings) -> tuple[str, ...]:
+    """Configured keys, or (embedded only) a key generated once and kept in the data dir.
+
+    Links must survive restarts, so a generated key is written before it is first used. Split
+    processes cannot share a per-directory key, hence the requirement with ``RESONATE_URL``.
+    """
+    if settings.secret:
+        return settings.secret
+    if not settings.embedded:
+        msg = "MAILGATE_SECRET is required when RESONATE_URL is set (all roles share it)"
+        raise ConfigError(msg)
+    path = settings.data_dir / "secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(pysecrets.token_urlsafe(32))
+        logger.info("generated a signing secret in %s", path)
+    return (path.read_text().strip(),)
+
+
+def check_bind(settings: Settings) -> None:
+    if settings.http_host not in LOOPBACK and not settings.api_token:
+        msg = (
+            f"refusing to bind MAILGATE_HTTP_HOST={settings.http_host} without "
+            "MAILGATE_API_TOKEN: anyone on the network could submit and list requests"
+        )
+        raise ConfigError(msg)
+
+
+def smtp_settings(settings: Settings) -> SmtpSettings:
+    return SmtpSettings(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        user=settings.smtp_user,
+        password=settings.smtp_password,
+        tls=settings.smtp_tls,
+        timeout_s=settings.smtp_timeout,
+        ca_file=settings.smtp_ca_file,
+    )
+
+
+def inbound_tls(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.inbound_tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.inbound_tls_cert, settings.inbound_tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        msg = f"MAILGATE_INBOUND_TLS_CERT/KEY cannot be loaded: {exc}"
+        raise ConfigError(msg) from None
+    return context
+
+
+def connect(settings: Settings, *, pid: str, group: str) -> engine.EngineConnection | None:
+    """The embedded engine to use, or None when ``RESONATE_URL`` names a remote one."""
+    if not settings.embedded:
+        return None
+    if settings.engine == "memory":
+        return engine.open_memory(pid=pid, group=group)
+    return engine.open_durable(
+        settings.data_dir / "engine",
+        pid=pid,
+        group=group,
+        synchronous=settings.engine_synchronous,
+        retention_ms=int(settings.retention * 1000),
+    )
+
+
+@dataclass
+class Mailgate:
+    settings: Settings
+    roles: Roles
+    clock: Callable[[], int] = now_ms
+    env: Mapping[str, str] = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
+    pid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    resonate: Resonate | None = None
+    connection: engine.EngineConnection | None = None
+    fetcher: Fetcher | None = None
+    notifier: Notifier | None = None
+    inbox: Any = None
+    _server: uvicorn.Server | None = None
+    _serving: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        group = (
+            WORKER_GROUP
+            if self.roles.worker
+            else GATEWAY_GROUP
+            if self.roles.gateway
+            else INBOX_GROUP
+        )
+        secrets = secrets_for(settings)
+        self.connection = connect(settings, pid=self.pid, group=group)
+        if self.connection is not None:
+            await self.connection.start()
+            resonate = Resonate(
+                network=self.connection,
+                group=group,
+                pid=self.pid,
+                ttl=timedelta(seconds=settings.lease_ttl),
+                retry_policy=Never(),
+                env={},
+                subscription_refresh_secs=0,
+                autostart=False,
+            )
+        else:
+            resonate = Resonate(
+                url=settings.resonate_url,
+                group=group,
+                pid=self.pid,
+                ttl=timedelta(seconds=settings.lease_ttl),
+                retry_policy=Never(),
+                env={},
+                sources=None if self.roles.worker else [],
+                subscription_refresh_secs=0 if not self.roles.worker else 60.0,
+                autostart=False,
+            )
+        self.resonate = resonate
+        workflow.register(resonate)
+        if self.roles.worker:
+            resonate.with_dependency(await self._deps(secrets))
+        resonate.start()
+        if self.roles.gateway:
+            await self._serve_http(resonate, secrets)
+        if self.roles.inbox:
+            await self._listen_smtp(resonate, secrets)
+
+    async def stop(self) -> None:
+        if self.inbox is not None:
+            await self.inbox.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._serving is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serving
+        if self.resonate is not None:
+            await self.resonate.stop()
+        if self.fetcher is not None:
+            await self.fetcher.close()
+        if self.connection is not None:
+            await self.connection.stop()
+
+    @property
+    def http_port(self) -> int:
+        """The bound port (useful when configured as 0)."""
+        if self._server is None or not self._server.servers:
+            msg = "the gateway is not listening"
+            raise RuntimeError(msg)
+        return self._server.servers[0].sockets[0].getsockname()[1]
+
+    async def _deps(self, secrets: tuple[str, ...]) -> workflow.Deps:
+        settings = self.settings
+        self.fetcher = self._fetcher()
+        return workflow.Deps(
+            fetcher=self.fetcher,
+            summarizer=await self._summarizer(),
+            notifier=await self._notifier(secrets),
+            callbacks=CallbackSender(
+                secrets=secrets,
+                timeout_s=settings.callback_timeout,
+                allow_private=settings.allow_private_urls,
+            ),
+            pages=PageCache(settings.data_dir / "pages"),
+            links=workflow.Links(settings.public_url, secrets, settings.decision_ttl),
+            progress=self.progress,
+            round_timeout=timedelta(seconds=settings.workflow_timeout),
+            clock=self.clock,
+        )
+
+    def _fetcher(self) -> Fetcher:
+        settings = self.settings
+        options = {
+            "allow_private": settings.allow_private_urls,
+            "max_bytes": settings.fetch_max_bytes,
+            "timeout_s": settings.fetch_timeout,
+            "attempts": settings.fetch_attempts,
+            "backoff_s": 1.0,
+        }
+        if settings.fetcher == "browser":
+            from service.steps.browser import BrowserFetcher  # selenium only when asked for
+
+            return BrowserFetcher(**options)
+        return HttpFetcher(**options, user_agent="Mailgate/0.1 (+summary approval)")
+
+    async def _summarizer(self) -> Summarizer:
+        settings = self.settings
+        extractive = ExtractiveSummarizer(input_budget_chars=settings.summary_input_chars)
+        if settings.summarizer == "extractive":
+            logger.info("summarizer: extractive (offline, no LLM)")
+            return extractive
+        ollama = OllamaSummarizer(
+            host=settings.ollama_host,
+            model=settings.model,
+            input_budget_chars=settings.summary_input_chars,
+            on_retry=self._note,
+        )
+        if settings.summarizer == "ollama":
+            logger.info("summarizer: ollama %s at %s", settings.model, settings.ollama_host)
+            return ollama
+        problem = await ollama_available(settings.ollama_host, settings.model)
+        if problem is None:
+            logger.info("summarizer: ollama %s at %s", settings.model, settings.ollama_host)
+            return ollama
+        logger.warning(
+            "summarizer: FALLING BACK to the offline extractive summarizer because %s. "
+            "Summaries will be excerpts, not LLM summaries. Install Ollama "
+            "(https://ollama.com), run `ollama serve` and `ollama pull %s`, then restart "
+            "(or set MAILGATE_SUMMARIZER=extractive to silence this).",
+            problem,
+            settings.model,
+        )
+        return extractive
+
+    async def _notifier(self, secrets: tuple[str, ...]) -> Notifier:
+        settings = self.settings
+        if self.notifier is not None:
+            logger.info("notifier: %s (given)", self.notifier.name)
+            return self.notifier
+        smtp = smtp_settings(settings)
+        where = f"{settings.smtp_host}:{settings.smtp_port}"
+        if settings.notifier == "auto" and not await smtp_reachable(smtp):
+            logger.warning(
+                "notifier: console — no SMTP server answers at %s, so decision links are "
+                "printed here. Start MailHog (docker run -p 1025:1025 -p 8025:8025 "
+                "mailhog/mailhog) or set MAILGATE_SMTP_HOST, then restart.",
+                where,
+            )
+            return ConsoleNotifier()
+        if settings.notifier == "console":
+            logger.info("notifier: console (decision links are printed)")
+            return ConsoleNotifier()
+        logger.info("notifier: smtp via %s, from %s", where, settings.mail_from)
+        if settings.reply_domain is None:
+            logger.info(
+                "replies: MAILGATE_REPLY_DOMAIN is not set, so emails carry links only "
+                "(no reply+<token>@ address to answer YES/NO to)"
+            )
+        return SmtpNotifier(
+            smtp=smtp,
+            sender=settings.mail_from,
+            reply_domain=settings.reply_domain,
+            secrets=secrets,
+            clock=self.clock,
+            on_retry=self._note,
+        )
+
+    async def _listen_smtp(self, resonate: Resonate, secrets: tuple[str, ...]) -> None:
+        from service.inbox.handler import ReplyHandler
+        from service.inbox.server import InboxServer
+
+        settings = self.settings
+        if settings.reply_domain is None:
+            logger.info("reply listener off: set MAILGATE_REPLY_DOMAIN to decide by replying")
+            return
+        smtp = smtp_settings(settings)
+        handler = ReplyHandler(
+            resonate=resonate,
+            reply_domain=settings.reply_domain,
+            secrets=secrets,
+            sender=settings.mail_from,
+            send=lambda message: send_mail(message, smtp),
+            clock=self.clock,
+            marker_ttl_ms=int(settings.retention * 1000),
+            require_dkim=settings.require_dkim,
+        )
+        self.inbox = InboxServer(
+            handler,
+            host=settings.inbound_host,
+            port=settings.inbound_port,
+            max_bytes=settings.inbound_max_bytes,
+            hostname=settings.reply_domain,
+            tls_context=inbound_tls(settings),
+        )
+        await self.inbox.start()
+
+    def _note(self, detail: str) -> None:
+        request_id = workflow.current_request.get(None)
+        if request_id is not None:
+            self.progress.note(request_id, detail)
+
+    async def _serve_http(self, resonate: Resonate, secrets: tuple[str, ...]) -> None:
+        settings = self.settings
+        gateway = Gateway.create(
+            resonate=resonate,
+            policy=Policy(
+                allowed_approvers=settings.allowed_approvers,
+                allow_private_urls=settings.allow_private_urls,
+                workflow_timeout_s=settings.workflow_timeout,
+            ),
+            progress=self.progress,
+            clock=self.clock,
+            secrets=secrets,
+            public_url=settings.public_url,
+            link_ttl_s=settings.decision_ttl,
+            api_token=settings.api_token,
+        )
+        config = uvicorn.Config(
+            build_app(gateway),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._server = _QuietServer(config)
+        self._serving = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._serving.done():
+                self._serving.result()
+                msg = f"gateway could not bind {settings.http_host}:{settings.http_port}"
+                raise ConfigError(msg)
+            await asyncio.sleep(0.01)
+        logger.info(
+            "gateway listening on http://%s:%d (links use %s)",
+            settings.http_host,
+            self.http_port,
+            settings.public_url,
+        )
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn, minus its signal handlers: the CLI owns signals and shuts everything down."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

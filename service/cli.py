@@ -1,0 +1,293 @@
+"""The ``mailgate`` command: one subcommand per role or operator task, no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from service import config, logs
+from service.app import Mailgate, Roles, check_bind, secrets_for, smtp_settings
+from service.errors import ConfigError, Permanent
+
+logger = logging.getLogger("mailgate")
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    args = _parser().parse_args(argv)
+    try:
+        settings = config.load(env)
+    except ConfigError as exc:
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        return args.run(args, settings)
+    except ConfigError as exc:
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="engine, worker and gateway in one process")
+    serve.set_defaults(run=_serve)
+    worker = sub.add_parser("worker", help="run workflows (needs RESONATE_URL)")
+    worker.set_defaults(run=_worker)
+    gateway = sub.add_parser("gateway", help="HTTP gateway only (needs RESONATE_URL)")
+    gateway.set_defaults(run=_gateway)
+    inbox = sub.add_parser("inbox", help="reply listener only (needs RESONATE_URL)")
+    inbox.set_defaults(run=_inbox)
+    engine = sub.add_parser("engine", help="serve the durable engine over the Resonate protocol")
+    engine.set_defaults(run=_engine)
+
+    submit = sub.add_parser("submit", help="ask someone to approve a summary of URL")
+    submit.add_argument("url")
+    submit.add_argument("--to", required=True, metavar="EMAIL", help="the approver")
+    submit.add_argument("--callback", metavar="URL", help="POST the outcome here")
+    submit.add_argument("--repeat", action="store_true", help="start afresh if finished")
+    submit.add_argument("--wait", action="store_true", help="block until it ends")
+    _gateway_option(submit)
+    submit.set_defaults(run=_submit)
+
+    status = sub.add_parser("status", help="show one request, or list them")
+    status.add_argument("id", nargs="?")
+    _gateway_option(status)
+    status.set_defaults(run=_status)
+
+    decide = sub.add_parser("decide", help="decide the waiting round as an operator")
+    decide.add_argument("id")
+    decide.add_argument("verdict", choices=["approve", "reject"])
+    decide.add_argument("--reason")
+    decide.add_argument("--by", default="operator")
+    _gateway_option(decide)
+    decide.set_defaults(run=_decide)
+
+    mail_test = sub.add_parser("mail-test", help="send a sample request email")
+    mail_test.add_argument("--to", required=True, metavar="ADDRESS")
+    mail_test.set_defaults(run=_mail_test)
+
+    check = sub.add_parser("config-check", help="print the effective configuration")
+    check.set_defaults(run=_config_check)
+    return parser
+
+
+def _gateway_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gateway", metavar="URL", help="gateway URL (default: from settings)")
+
+
+# ── roles ──────────────────────────────────────────────────────────────────
+
+
+def _serve(args: argparse.Namespace, settings: config.Settings) -> int:
+    check_bind(settings)
+    return _run_until_signal(Mailgate(settings, Roles(worker=True, gateway=True, inbox=True)))
+
+
+def _worker(args: argparse.Namespace, settings: config.Settings) -> int:
+    _require_remote(settings, "worker")
+    return _run_until_signal(Mailgate(settings, Roles(worker=True)))
+
+
+def _gateway(args: argparse.Namespace, settings: config.Settings) -> int:
+    _require_remote(settings, "gateway")
+    check_bind(settings)
+    return _run_until_signal(Mailgate(settings, Roles(gateway=True)))
+
+
+def _inbox(args: argparse.Namespace, settings: config.Settings) -> int:
+    _require_remote(settings, "inbox")
+    if settings.reply_domain is None:
+        msg = (
+            "`mailgate inbox` needs MAILGATE_REPLY_DOMAIN (the domain of reply+<token>@ addresses)"
+        )
+        raise ConfigError(msg)
+    return _run_until_signal(Mailgate(settings, Roles(inbox=True)))
+
+
+def _engine(args: argparse.Namespace, settings: config.Settings) -> int:
+    from service import engine
+
+    async def run() -> None:
+        conn = engine.open_durable(
+            settings.data_dir / "engine",
+            pid="engine",
+            group="engine",
+            synchronous=settings.engine_synchronous,
+            retention_ms=int(settings.retention * 1000),
+        )
+        stop = _stop_event()
+        await conn.start()
+        try:
+            await engine.serve_engine(conn, settings.engine_host, settings.engine_port, stop)
+        finally:
+            await conn.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def _require_remote(settings: config.Settings, role: str) -> None:
+    if settings.embedded:
+        msg = (
+            f"`mailgate {role}` runs beside other processes and needs RESONATE_URL "
+            "(e.g. http://127.0.0.1:8001 with `mailgate engine`); use `mailgate serve` "
+            "to run everything in one process"
+        )
+        raise ConfigError(msg)
+    secrets_for(settings)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _run_until_signal(app: Mailgate) -> int:
+    async def run() -> None:
+        stop = _stop_event()
+        try:
+            await app.start()
+            logger.info("mailgate ready (pid %d)", os.getpid())
+            await stop.wait()
+            logger.info("shutting down")
+        finally:
+            await app.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+# ── operator commands (talk to the gateway over HTTP) ─────────────────────
+
+
+def _client(args: argparse.Namespace, settings: config.Settings) -> httpx.Client:
+    host = settings.http_host if settings.http_host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    base = args.gateway or f"http://{host}:{settings.http_port}"
+    headers = {"accept": "application/json"}
+    if settings.api_token:
+        headers["authorization"] = f"Bearer {settings.api_token}"
+    return httpx.Client(base_url=base, headers=headers, timeout=30)
+
+
+def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return client.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        msg = f"cannot reach the gateway at {client.base_url} ({exc}); is `mailgate serve` running?"
+        raise ConfigError(msg) from None
+
+
+def _submit(args: argparse.Namespace, settings: config.Settings) -> int:
+    body = {"url": args.url, "email": args.to, "repeat": args.repeat}
+    if args.callback:
+        body["callback_url"] = args.callback
+    with _client(args, settings) as client:
+        response = _call(client, "POST", "/requests", json=body)
+        if response.status_code not in (200, 202):
+            print(f"mailgate: {_error(response)}", file=sys.stderr)
+            return 1
+        request_id = response.json()["id"]
+        print(request_id if response.status_code == 202 else f"{request_id} (already known)")
+        if not args.wait:
+            return 0
+        while True:
+            state = _call(client, "GET", f"/requests/{request_id}").json()
+            if state["state"] in ("approved", "failed"):
+                _print_view(state)
+                return 0 if state["state"] == "approved" else 1
+            time.sleep(1)
+
+
+def _status(args: argparse.Namespace, settings: config.Settings) -> int:
+    with _client(args, settings) as client:
+        path = f"/requests/{args.id}" if args.id else "/requests"
+        response = _call(client, "GET", path)
+    if response.status_code != 200:
+        print(f"mailgate: {_error(response)}", file=sys.stderr)
+        return 1
+    body = response.json()
+    for view in body.get("requests", [body]):
+        _print_view(view)
+    return 0
+
+
+def _decide(args: argparse.Namespace, settings: config.Settings) -> int:
+    body = {"verdict": args.verdict, "reason": args.reason, "by": args.by}
+    with _client(args, settings) as client:
+        response = _call(client, "POST", f"/requests/{args.id}/decision", json=body)
+    if response.status_code != 200:
+        print(f"mailgate: {_error(response)}", file=sys.stderr)
+        return 1
+    print(f"{args.id}: {args.verdict} recorded")
+    return 0
+
+
+def _mail_test(args: argparse.Namespace, settings: config.Settings) -> int:
+    from service.mail.send import TransientDeliveryError
+    from service.steps.notify import send_sample
+
+    async def run() -> None:
+        await send_sample(
+            args.to,
+            smtp=smtp_settings(settings),
+            sender=settings.mail_from,
+            reply_domain=settings.reply_domain,
+            secrets=secrets_for(settings),
+            public_url=settings.public_url,
+        )
+
+    try:
+        asyncio.run(run())
+    except (TransientDeliveryError, Permanent) as exc:
+        print(f"mailgate: sample email NOT sent: {exc}", file=sys.stderr)
+        return 1
+    print(f"sample request email sent to {args.to} via {settings.smtp_host}:{settings.smtp_port}")
+    return 0
+
+
+def _config_check(args: argparse.Namespace, settings: config.Settings) -> int:
+    for name, value in settings.masked().items():
+        print(f"{name}={value}")
+    return 0
+
+
+def _error(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except json.JSONDecodeError:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+def _print_view(view: dict[str, Any]) -> None:
+    print(f"{view['id']}  {view['state']:<11}  {view['url']}  → {view['approver']}")
+    print(f"    {view['detail']}")
+    for entry in view["rounds"]:
+        decided = (
+            f"{entry['decision']} by {entry['by']} via {entry['via']}"
+            if entry["decision"]
+            else "pending"
+        )
+        print(
+            f"    round {entry['number']}: {decided}"
+            + (f" — {entry['reason']}" if entry["reason"] else "")
+        )

@@ -1,0 +1,297 @@
+"""Every setting Mailgate reads, in one table: name, type, default, and what it is for.
+
+Settings come only from environment variables, read once at start by ``load(env)``; a bad value
+stops the process with a message naming the variable. The same table drives
+``mailgate config-check`` and the README test that keeps the documentation complete.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from service.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Durations are written ``90s``, ``15m``, ``24h``, ``7d`` (a bare number is seconds)."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        msg = f"{value!r} is not a duration like 90s, 15m, 24h or 7d"
+        raise ValueError(msg)
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _flag(value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    msg = f"{value!r} is not a boolean (use 1 or 0)"
+    raise ValueError(msg)
+
+
+def _csv(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def _optional(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Csv = Annotated[tuple[str, ...], BeforeValidator(_csv)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+OptionalStr = Annotated[str | None, BeforeValidator(_optional)]
+
+SECRET_FIELDS = frozenset({"secret", "api_token", "smtp_password"})
+
+
+class Settings(BaseModel):
+    """Field aliases are the environment variable names; descriptions feed the docs."""
+
+    model_config = ConfigDict(
+        frozen=True, populate_by_name=True, extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(
+        Path(".mailgate"),
+        alias="MAILGATE_DATA_DIR",
+        description="Where the embedded engine, the generated secret and the page cache live.",
+    )
+    secret: Csv = Field(
+        (),
+        alias="MAILGATE_SECRET",
+        description="Signing keys, comma-separated, oldest first (newest signs). "
+        "Generated into the data dir when unset in embedded mode; required with RESONATE_URL.",
+    )
+    http_host: str = Field(
+        "127.0.0.1", alias="MAILGATE_HTTP_HOST", description="Gateway bind address."
+    )
+    http_port: Port = Field(9000, alias="MAILGATE_HTTP_PORT", description="Gateway port.")
+    public_url: str = Field(
+        "http://localhost:9000",
+        alias="MAILGATE_PUBLIC_URL",
+        description="Base URL of the gateway as approvers reach it; links are built from it.",
+    )
+    api_token: OptionalStr = Field(
+        None,
+        alias="MAILGATE_API_TOKEN",
+        description="Bearer token required by the API and dashboard; required on non-loopback.",
+    )
+    allowed_approvers: Csv = Field(
+        (),
+        alias="MAILGATE_ALLOWED_APPROVERS",
+        description="Addresses and @domain entries Mailgate may email; empty allows anyone.",
+    )
+    decision_ttl: Seconds = Field(
+        "7d", alias="MAILGATE_DECISION_TTL", description="How long a decision link is valid."
+    )
+    workflow_timeout: Seconds = Field(
+        "365d",
+        alias="MAILGATE_WORKFLOW_TIMEOUT",
+        description="Upper bound on a request's whole life (all rounds of waiting).",
+    )
+    lease_ttl: Seconds = Field(
+        "60s",
+        alias="MAILGATE_LEASE_TTL",
+        description="Task lease; a dead worker's work moves on after it. Heartbeats keep "
+        "long steps alive.",
+    )
+    fetcher: Literal["http", "browser"] = Field(
+        "http",
+        alias="MAILGATE_FETCHER",
+        description="http (httpx + Beautiful Soup) or browser (headless Chromium via Selenium).",
+    )
+    fetch_max_bytes: int = Field(
+        5_000_000, alias="MAILGATE_FETCH_MAX_BYTES", gt=0, description="Largest page accepted."
+    )
+    fetch_timeout: Seconds = Field(
+        "20s", alias="MAILGATE_FETCH_TIMEOUT", description="Timeout of one page load."
+    )
+    fetch_attempts: int = Field(
+        4,
+        alias="MAILGATE_FETCH_ATTEMPTS",
+        ge=1,
+        le=20,
+        description="Attempts for transient fetch errors.",
+    )
+    allow_private_urls: Flag = Field(
+        False,
+        alias="MAILGATE_ALLOW_PRIVATE_URLS",
+        description="Allow loopback/private/link-local targets (SSRF guard off); for tests.",
+    )
+    summarizer: Literal["auto", "ollama", "extractive"] = Field(
+        "auto",
+        alias="MAILGATE_SUMMARIZER",
+        description="auto uses Ollama when it answers at start, else the offline extractive one.",
+    )
+    ollama_host: str = Field(
+        "http://127.0.0.1:11434", alias="OLLAMA_HOST", description="Ollama server URL."
+    )
+    model: str = Field("llama3.1", alias="MAILGATE_MODEL", description="Ollama model name.")
+    summary_input_chars: int = Field(
+        12_000,
+        alias="MAILGATE_SUMMARY_INPUT_CHARS",
+        gt=200,
+        description="Page text given to the summarizer is clipped to this many characters.",
+    )
+    resonate_url: OptionalStr = Field(
+        None,
+        alias="RESONATE_URL",
+        description="Remote engine (mailgate engine or a Resonate Server); unset = embedded.",
+    )
+    engine: Literal["durable", "memory"] = Field(
+        "durable",
+        alias="MAILGATE_ENGINE",
+        description="Embedded engine: durable (SQLite in the data dir) or memory (tests).",
+    )
+    engine_host: str = Field(
+        "127.0.0.1", alias="MAILGATE_ENGINE_HOST", description="`mailgate engine` bind address."
+    )
+    engine_port: Port = Field(
+        8001, alias="MAILGATE_ENGINE_PORT", description="`mailgate engine` port."
+    )
+    engine_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL",
+        alias="MAILGATE_ENGINE_SYNCHRONOUS",
+        description="SQLite synchronous mode of the embedded engine.",
+    )
+    retention: Seconds = Field(
+        "30d",
+        alias="MAILGATE_RETENTION",
+        description="Finished requests are kept (and returned for the same URL) this long.",
+    )
+    notifier: Literal["auto", "smtp", "console"] = Field(
+        "auto",
+        alias="MAILGATE_NOTIFIER",
+        description="auto: SMTP when the server answers at start, else print links.",
+    )
+    smtp_host: str = Field("127.0.0.1", alias="MAILGATE_SMTP_HOST", description="SMTP server.")
+    smtp_port: Port = Field(1025, alias="MAILGATE_SMTP_PORT", description="SMTP port.")
+    smtp_user: OptionalStr = Field(None, alias="MAILGATE_SMTP_USER", description="SMTP login.")
+    smtp_password: OptionalStr = Field(
+        None, alias="MAILGATE_SMTP_PASSWORD", description="SMTP password."
+    )
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        "none", alias="MAILGATE_SMTP_TLS", description="SMTP transport security."
+    )
+    smtp_timeout: Seconds = Field(
+        "30s", alias="MAILGATE_SMTP_TIMEOUT", description="Timeout of one SMTP conversation."
+    )
+    smtp_ca_file: OptionalStr = Field(
+        None,
+        alias="MAILGATE_SMTP_CA_FILE",
+        description="CA bundle to trust for a relay with a private certificate authority.",
+    )
+    mail_from: str = Field(
+        "Mailgate <mailgate@localhost>", alias="MAILGATE_FROM", description="Sender of our mail."
+    )
+    reply_domain: OptionalStr = Field(
+        None,
+        alias="MAILGATE_REPLY_DOMAIN",
+        description="Domain of reply+<token>@ addresses; unset = links only, no reply-to-decide.",
+    )
+    inbound_host: str = Field(
+        "127.0.0.1", alias="MAILGATE_INBOUND_HOST", description="Reply listener bind address."
+    )
+    inbound_port: Port = Field(
+        2525, alias="MAILGATE_INBOUND_PORT", description="Reply listener port."
+    )
+    inbound_max_bytes: int = Field(
+        10_485_760,
+        alias="MAILGATE_INBOUND_MAX_BYTES",
+        gt=1024,
+        description="Largest reply accepted (advertised with SMTP SIZE).",
+    )
+    inbound_tls_cert: OptionalStr = Field(
+        None,
+        alias="MAILGATE_INBOUND_TLS_CERT",
+        description="PEM certificate (chain) for STARTTLS on the reply listener.",
+    )
+    inbound_tls_key: OptionalStr = Field(
+        None, alias="MAILGATE_INBOUND_TLS_KEY", description="PEM private key for that certificate."
+    )
+    require_dkim: Flag = Field(
+        False,
+        alias="MAILGATE_REQUIRE_DKIM",
+        description="Accept replies only with a valid DKIM signature aligned with From.",
+    )
+    callback_timeout: Seconds = Field(
+        "10s",
+        alias="MAILGATE_CALLBACK_TIMEOUT",
+        description="Timeout of one outcome callback POST.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", alias="MAILGATE_LOG_LEVEL", description="Log level."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", alias="MAILGATE_LOG_FORMAT", description="text or json (one object per line)."
+    )
+
+    @field_validator("mail_from")
+    @classmethod
+    def _sender_has_domain(cls, value: str) -> str:
+        address = parseaddr(value)[1]
+        if "@" not in address or not address.rpartition("@")[2]:
+            msg = "needs an address with a domain, e.g. Mailgate <mailgate@example.com>"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.resonate_url is None
+
+    def masked(self) -> dict[str, str]:
+        """Effective configuration by variable name, secrets replaced by a mark."""
+        shown: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            if name in SECRET_FIELDS and value:
+                value = "******"
+            shown[str(field.alias)] = "" if value is None else str(value)
+        return shown
+
+
+def variables() -> dict[str, str]:
+    """Variable name → description, for documentation and its test."""
+    return {str(f.alias): str(f.description) for f in Settings.model_fields.values()}
+
+
+def load(env: Mapping[str, str]) -> Settings:
+    known = variables()
+    given = {key: value for key, value in env.items() if key in known}
+    try:
+        return Settings.model_validate(given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{name}={given.get(name, '')!r}: {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,11 @@
+"""Mailgate's durable Resonate engine: the SDK's state machine, indexed, journaled to SQLite."""
+
+from service.engine.connection import EngineConnection as EngineConnection
+from service.engine.connection import open_durable as open_durable
+from service.engine.connection import open_memory as open_memory
+from service.engine.errors import CorruptDatabase as CorruptDatabase
+from service.engine.errors import DataDirLocked as DataDirLocked
+from service.engine.errors import EngineError as EngineError
+from service.engine.errors import EngineUnavailable as EngineUnavailable
+from service.engine.errors import SchemaTooNew as SchemaTooNew
+from service.engine.http import serve_engine as serve_engine

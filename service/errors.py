@@ -1,0 +1,53 @@
+"""One error vocabulary, split by who raises it.
+
+Errors carry the evidence a caller needs to explain the failure (the host that did not
+resolve, when a token was signed) but no status codes: each transport maps them itself.
+``Permanent`` marks failures that retrying cannot fix, so the workflow fails at once with the
+error's message as its status.
+"""
+
+from __future__ import annotations
+
+
+class MailgateError(Exception):
+    """Root of every error Mailgate raises on purpose."""
+
+
+class Permanent(MailgateError):
+    """Retrying will not help: the request fails with this message."""
+
+
+class HostNotFound(Permanent):
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(f"cannot resolve host {host}")
+
+
+class BlockedUrl(Permanent):
+    """The URL (or a redirect) leads somewhere Mailgate must not fetch (SSRF guard)."""
+
+
+class UnusablePage(Permanent):
+    """The page was fetched but cannot be summarized (not HTML, empty, too large)."""
+
+
+class FetchFailed(Permanent):
+    """Transient fetch errors outlasted the retry budget."""
+
+
+class DeliveryRejected(Permanent):
+    """The mail server permanently refused the message (5xx)."""
+
+
+class BadToken(MailgateError):
+    """A decision token was forged, altered, or minted for another purpose."""
+
+
+class ExpiredToken(BadToken):
+    def __init__(self, signed_at: int) -> None:
+        self.signed_at = signed_at
+        super().__init__("this decision link has expired")
+
+
+class ConfigError(MailgateError):
+    """A setting is missing or malformed; the message names the variable."""

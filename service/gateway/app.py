@@ -1,0 +1,69 @@
+"""The gateway's route table and its one mapping from errors to HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+
+from resonate.error import ResonateError
+from resonate_base.error import ConnectorError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service.errors import BadToken, ExpiredToken, MailgateError
+from service.gateway import routes
+from service.gateway.context import Gateway, Unauthorized
+from service.submissions import InvalidSubmission
+
+logger = logging.getLogger(__name__)
+
+#: error class → (status, page title); the first match wins, so subclasses come first.
+ERRORS: list[tuple[type[Exception], int, str]] = [
+    (ExpiredToken, 410, "This link has expired"),
+    (BadToken, 403, "This link is not valid"),
+    (InvalidSubmission, 422, "That request is not valid"),
+    (Unauthorized, 401, "Sign in required"),
+    (routes.NotFound, 404, "Not found"),
+    (ConnectorError, 503, "The engine is unavailable"),
+    (ResonateError, 503, "The engine is unavailable"),
+]
+
+
+def build_app(gateway: Gateway) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/", routes.dashboard, name="dashboard"),
+            Route("/login", routes.login, methods=["GET", "POST"], name="login"),
+            Route("/healthz", routes.healthz),
+            Route("/readyz", routes.readyz),
+            Route("/requests", routes.submit, methods=["POST"]),
+            Route("/requests", routes.request_list, methods=["GET"]),
+            Route("/requests/{request_id}", routes.request_status, name="request_status"),
+            Route("/requests/{request_id}/decision", routes.operator_decision, methods=["POST"]),
+            Route("/decide/{token}", routes.decide_page, methods=["GET"]),
+            Route("/decide/{token}", routes.decide_commit, methods=["POST"]),
+        ],
+        exception_handlers={
+            kind: _handle_error for kind in (MailgateError, ResonateError, ConnectorError)
+        },
+    )
+    app.state.gateway = gateway
+    return app
+
+
+async def _handle_error(request: Request, exc: Exception) -> Response:
+    status, title = next(
+        ((status, title) for kind, status, title in ERRORS if isinstance(exc, kind)),
+        (500, "Something went wrong"),
+    )
+    message = str(exc) if isinstance(exc, MailgateError | ConnectorError) else title
+    if status == 503:
+        logger.warning("engine unavailable on %s: %s", request.url.path, exc)
+    for_browser = request.url.path == "/" or request.url.path.startswith(("/decide", "/login"))
+    if routes.wants_json(request) or not for_browser:
+        return JSONResponse({"error": message}, status_code=status)
+    gateway: Gateway = request.app.state.gateway
+    return gateway.render(
+        request, "error.html", {"title": title, "message": message}, status_code=status
+    )

@@ -1,0 +1,65 @@
+"""What every endpoint needs, built once by ``service.app`` and hung on the app's state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resonate.resonate import Resonate
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
+
+from service import tokens
+from service.errors import MailgateError
+from service.gateway import auth
+from service.progress import Progress
+from service.submissions import Policy
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "pages"
+
+
+class Unauthorized(MailgateError):
+    pass
+
+
+@dataclass
+class Gateway:
+    resonate: Resonate
+    policy: Policy
+    progress: Progress
+    clock: Callable[[], int]
+    secrets: tuple[str, ...]
+    public_url: str
+    link_ttl_s: float
+    api_token: str | None
+    templates: Jinja2Templates
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> Gateway:
+        return cls(templates=Jinja2Templates(directory=TEMPLATES), **kwargs)
+
+    def api_allowed(self, request: Request) -> bool:
+        return auth.authorized(request, self.api_token, self.secrets, self.clock())
+
+    def require_api(self, request: Request) -> None:
+        if not self.api_allowed(request):
+            raise Unauthorized("missing or wrong bearer token (MAILGATE_API_TOKEN)")
+
+    def verify_link(self, token: str) -> tokens.LinkToken:
+        return tokens.verify(
+            token, secrets=self.secrets, ttl_s=self.link_ttl_s, now_ms=self.clock()
+        )
+
+    def render(
+        self,
+        request: Request,
+        name: str,
+        context: dict[str, Any],
+        status_code: int = 200,
+    ) -> Response:
+        return self.templates.TemplateResponse(
+            request, name, {"now_ms": self.clock(), **context}, status_code=status_code
+        )

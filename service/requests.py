@@ -1,0 +1,197 @@
+"""The read model: a request's status, rebuilt from its durable promises.
+
+Everything a status page needs is already durable: the root promise holds the request (its
+param) and its outcome, and the workflow's children — checkpointed summaries, the rounds'
+decision promises, the ``asked`` checkpoints — sit under ids ``<request id>:<n>``. Reading
+them through the public promise API keeps the status identical whether the engine is embedded,
+served by ``mailgate engine``, or a Resonate Server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from resonate.error import ServerError
+from resonate.resonate import Resonate
+from resonate.types import PromiseRecord
+
+from service.domain import WORKFLOW_NAME, Decision, normalize_email, workflow_id
+from service.progress import Progress
+from service.status import RequestView, RoundView
+
+#: Generations probed past the first when looking for the latest request of a pair.
+MAX_GENERATIONS = 1000
+
+
+@dataclass(frozen=True)
+class Submitted:
+    url: str
+    approver: str
+    callback_url: str | None
+    submitted_at: int
+
+
+async def get_record(resonate: Resonate, promise_id: str) -> PromiseRecord | None:
+    try:
+        return await resonate.promises.get(promise_id)
+    except ServerError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def request_of(root: PromiseRecord) -> dict[str, Any] | None:
+    """The submitted request carried in a root promise's param, or None for foreign roots."""
+    param = root.param.data
+    if not isinstance(param, dict) or param.get("func") != WORKFLOW_NAME:
+        return None
+    args = param.get("args") or []
+    return args[0] if args and isinstance(args[0], dict) else None
+
+
+async def latest(resonate: Resonate, url: str, approver: str) -> tuple[str, PromiseRecord] | None:
+    """The newest generation of this (URL, approver) pair that the engine still keeps."""
+    found: tuple[str, PromiseRecord] | None = None
+    for generation in range(1, MAX_GENERATIONS + 1):
+        candidate = workflow_id(url, approver, generation)
+        record = await get_record(resonate, candidate)
+        if record is None:
+            return found
+        found = (candidate, record)
+    return found
+
+
+async def view(resonate: Resonate, request_id: str, progress: Progress) -> RequestView | None:
+    root = await get_record(resonate, request_id)
+    if root is None:
+        return None
+    request = request_of(root)
+    if request is None:
+        return None
+    children = await _children(resonate, request_id)
+    rounds, waiting_round, asked = _rounds(children)
+    base = RequestView(
+        id=request_id,
+        state="summarizing",
+        url=request["url"],
+        approver=request["approver"],
+        detail="",
+        created_at=root.created_at or int(request.get("submitted_at", 0)),
+        rounds=rounds,
+        callback_url=request.get("callback_url"),
+    )
+    if root.state == "resolved":
+        last = rounds[-1] if rounds else None
+        detail = f"approved by {last.by} via {last.via}" if last else "approved"
+        return replace(base, state="approved", detail=detail)
+    if root.state != "pending":
+        return replace(base, state="failed", detail=_failure(root))
+    note = progress.get(request_id)
+    if waiting_round is not None and asked:
+        return replace(
+            base,
+            state="waiting",
+            detail=note or f"waiting for {request['approver']} to decide round {waiting_round}",
+        )
+    if waiting_round is not None:
+        return replace(base, detail=note or f"sending round {waiting_round} to the approver")
+    step = "downloading the page" if not children else f"summarizing round {len(rounds) + 1}"
+    return replace(base, detail=note or step)
+
+
+async def listing(resonate: Resonate, progress: Progress, limit: int = 100) -> list[RequestView]:
+    """Requests known to the engine, pending first, newest first within each group."""
+    roots: list[str] = []
+    cursor: str | None = None
+    while len(roots) < limit:
+        page = await resonate.promises.search(
+            state=None, tags={"resonate:scope": "global"}, limit=100, cursor=cursor
+        )
+        roots.extend(
+            record.id
+            for record in page.promises
+            if ":" not in record.id and request_of(record) is not None
+        )
+        cursor = page.cursor
+        if not cursor:
+            break
+    views = [v for rid in roots[:limit] if (v := await view(resonate, rid, progress))]
+    views.sort(key=lambda v: (v.finished, -v.created_at))
+    return views
+
+
+async def approver_of(resonate: Resonate, request_id: str) -> str | None:
+    root = await get_record(resonate, request_id)
+    request = request_of(root) if root else None
+    return normalize_email(request["approver"]) if request else None
+
+
+async def pending_round(resonate: Resonate, request_id: str) -> str | None:
+    """The promise id of the round now waiting for a decision, if any."""
+    children = await _children(resonate, request_id)
+    for record in reversed(children):
+        if _is_decision_promise(record):
+            return record.id if record.state == "pending" else None
+    return None
+
+
+async def _children(resonate: Resonate, request_id: str) -> list[PromiseRecord]:
+    """Direct children in creation order: ``<id>:1``, ``<id>:2``, … until the first gap."""
+    children = []
+    seq = 1
+    while (record := await get_record(resonate, f"{request_id}:{seq}")) is not None:
+        children.append(record)
+        seq += 1
+    return children
+
+
+def _is_decision_promise(record: PromiseRecord) -> bool:
+    return record.tags.get("resonate:external") == "true"
+
+
+def _rounds(children: list[PromiseRecord]) -> tuple[list[RoundView], int | None, bool]:
+    """Fold the children into rounds; also say which round waits and whether it was sent."""
+    rounds: list[RoundView] = []
+    waiting: int | None = None
+    asked = False
+    for record in children:
+        value = record.value.data
+        if _is_decision_promise(record):
+            current = rounds[-1]
+            if record.state == "pending":
+                waiting, asked = current.number, False
+                rounds[-1] = replace(current, promise_id=record.id)
+            elif record.state == "resolved":
+                decision = Decision.from_value(value)
+                rounds[-1] = replace(
+                    current,
+                    promise_id=record.id,
+                    decision=decision.verdict,
+                    reason=decision.reason,
+                    by=decision.by,
+                    via=decision.via,
+                    decided_at=decision.at,
+                )
+        elif isinstance(value, dict) and value.get("kind") == "summary":
+            rounds.append(
+                RoundView(
+                    number=len(rounds) + 1,
+                    summary=value["text"],
+                    summarizer=value["summarizer"],
+                    model=value.get("model"),
+                )
+            )
+        elif isinstance(value, dict) and value.get("kind") == "asked":
+            rounds[-1] = replace(rounds[-1], asked_at=value["at"])
+            asked = True
+    return rounds, waiting, asked
+
+
+def _failure(root: PromiseRecord) -> str:
+    value = root.value.data
+    if root.state == "rejected_timedout":
+        return "timed out"
+    if isinstance(value, dict) and isinstance(value.get("message"), str):
+        return value["message"]
+    return root.state.replace("_", " ")

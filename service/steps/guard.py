@@ -1,0 +1,145 @@
+"""The SSRF guard: decide where a fetch may connect, and make sure it connects exactly there.
+
+A URL is judged by the addresses its host resolves to, not by its spelling: ``localhost``,
+``0x7f.1`` or a public name whose DNS answer is ``10.0.0.5`` all lead inside. So the guard
+resolves a host once, refuses the request if *any* answer is an address Mailgate must not
+reach, and hands back the checked addresses. Callers then connect to one of those addresses
+and never look the name up again, which is what defeats DNS rebinding (a name answering a
+public address to the check and ``127.0.0.1`` to the connect).
+
+``pinned_request`` does this for httpx: it builds the request from the real URL (so httpx
+derives the ``Host`` header itself), then swaps the URL's host for the checked IP and sets
+httpcore's ``sni_hostname`` extension, so TLS still sends SNI for, and verifies the
+certificate against, the real host name. Both are public httpx/httpcore API; a custom network
+backend would do the same through httpx internals.
+
+Cloud metadata endpoints are refused even when private addresses are allowed: no page worth
+summarizing lives there, and a leaked instance credential is the classic SSRF prize.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from service.errors import BlockedUrl, HostNotFound
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""Answers the IP addresses (as text) a host name resolves to; raises ``HostNotFound``."""
+
+SCHEMES = ("http", "https")
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_UNRESOLVABLE = frozenset({socket.EAI_NONAME, socket.EAI_NODATA, socket.EAI_FAIL})
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A URL whose host has been resolved and checked; connect only to ``addresses``."""
+
+    url: httpx.URL
+    host: str
+    port: int
+    addresses: tuple[IPAddress, ...]
+
+
+def refusal(ip: IPAddress) -> str | None:
+    """Why Mailgate must not connect to ``ip`` (private networks refused), or None if public."""
+    if ip in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    for inner in _embedded_ipv4(ip):
+        reason = refusal(inner)
+        if reason is not None:
+            return f"{reason} (embedded in {ip})"
+    checks = (
+        (ip.is_unspecified, "an unspecified address"),
+        (ip.is_loopback, "a loopback address"),
+        (ip.is_link_local, "a link-local address"),
+        (ip.is_multicast, "a multicast address"),
+        (ip in _SHARED_ADDRESS_SPACE, "a carrier-grade NAT address"),
+        (ip.is_private, "a private address"),
+        (ip.is_reserved, "a reserved address"),
+        (not ip.is_global, "not a public address"),
+    )
+    return next((reason for hit, reason in checks if hit), None)
+
+
+def allowed(ip: IPAddress, *, allow_private: bool) -> str | None:
+    """The refusal that applies under the chosen policy, or None."""
+    if ip in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    return None if allow_private else refusal(ip)
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    """One lookup through the OS resolver, off the event loop (asyncio runs it in a thread)."""
+    try:
+        answers = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )
+    except socket.gaierror as exc:
+        if exc.errno in _UNRESOLVABLE:
+            raise HostNotFound(host) from exc
+        raise
+    return [str(sockaddr[0]) for *_, sockaddr in answers]
+
+
+async def check_url(url: str | httpx.URL, *, allow_private: bool,
+                    resolve: Resolver = system_resolve) -> Destination:
+    """Refuse anything but http(s) to public addresses; resolve the host exactly once."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise BlockedUrl(f"not a valid URL: {exc}") from exc
+    if parsed.scheme not in SCHEMES:
+        scheme = parsed.scheme or "no scheme"
+        raise BlockedUrl(f"only http and https URLs can be fetched, not {scheme}")
+    if not parsed.host:
+        raise BlockedUrl("the URL has no host")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return await check_host(parsed, parsed.raw_host.decode("ascii"), port,
+                            allow_private=allow_private, resolve=resolve)
+
+
+async def check_host(url: httpx.URL, host: str, port: int, *, allow_private: bool,
+                     resolve: Resolver = system_resolve) -> Destination:
+    """The address check alone, for callers (a CONNECT proxy) that already split host and port."""
+    addresses = tuple(dict.fromkeys(ipaddress.ip_address(a.split("%")[0])
+                                    for a in await resolve(host, port)))
+    if not addresses:
+        raise HostNotFound(host)
+    for ip in addresses:
+        reason = allowed(ip, allow_private=allow_private)
+        if reason is not None:
+            shown = host if host == str(ip) else f"{host} ({ip})"
+            raise BlockedUrl(f"refusing to fetch {shown}: {reason}")
+    return Destination(url=url, host=host, port=port, addresses=addresses)
+
+
+def pinned_request(client: httpx.AsyncClient, method: str, destination: Destination,
+                   address: IPAddress, *, headers: Mapping[str, str] | None = None,
+                   content: bytes | None = None) -> httpx.Request:
+    """A request for ``destination.url`` that connects to ``address`` and nowhere else."""
+    request = client.build_request(method, destination.url, headers=headers, content=content)
+    request.url = request.url.copy_with(host=str(address))
+    request.extensions["sni_hostname"] = destination.host
+    return request
+
+
+def _embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses that an IPv6 address routes to (mapped, 6to4, Teredo, NAT64)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+    if ip in _NAT64:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [inner for inner in found if inner is not None]

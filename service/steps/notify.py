@@ -1,0 +1,150 @@
+"""How a person is asked: the Notifier seam and its console and SMTP peers.
+
+The workflow only knows that a round must be asked about; whether that becomes a printed pair
+of links or a real email is chosen once, in ``service.app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from secrets import token_hex
+from typing import Protocol, runtime_checkable
+
+from service.domain import WORKFLOW_PREFIX, Ask
+from service.mail.compose import compose_request
+from service.mail.send import SmtpSettings, TransientDeliveryError, send
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    name: str
+
+    async def ask(self, ask: Ask) -> None:
+        """Deliver the request; raise ``Permanent`` when it can never be delivered."""
+
+
+class ConsoleNotifier:
+    """Prints the decision link, like the example this service grew from."""
+
+    name = "console"
+
+    async def ask(self, ask: Ask) -> None:
+        print(
+            f"\n[mailgate] round {ask.round} of {ask.url} awaits {ask.approver}\n"
+            f"  summary: {ask.summary[:300]}\n"
+            f"  approve: {ask.decide_url}?verdict=approve\n"
+            f"  reject:  {ask.decide_url}?verdict=reject\n",
+            flush=True,
+        )
+        logger.info("asked %s about round %d of %s", ask.approver, ask.round, ask.url)
+
+
+def epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SmtpNotifier:
+    """Emails the request and keeps trying while the mail server is away or busy.
+
+    A transient failure never fails the request: the round waits, ``on_retry`` says why (the
+    workflow shows it as the request's status), and the backoff is capped so delivery resumes
+    soon after the server does. A 5xx rejection propagates as ``DeliveryRejected``.
+    """
+
+    name = "smtp"
+
+    def __init__(
+        self,
+        *,
+        smtp: SmtpSettings,
+        sender: str,
+        reply_domain: str | None,
+        secrets: Sequence[str],
+        clock: Callable[[], int] = epoch_ms,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        on_retry: Callable[[str], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._smtp = smtp
+        self._sender = sender
+        self._reply_domain = reply_domain
+        self._secrets = secrets
+        self._clock = clock
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._on_retry = on_retry
+        self._sleep = sleep
+
+    async def ask(self, ask: Ask) -> None:
+        message = compose_request(
+            ask,
+            sender=self._sender,
+            reply_domain=self._reply_domain,
+            secrets=self._secrets,
+            now=self._clock(),
+        )
+        delay = self._backoff_s
+        while True:
+            try:
+                await send(message, self._smtp)
+            except TransientDeliveryError as exc:
+                logger.warning("%s, retrying in %.3gs (%s)", exc, delay, exc.__cause__)
+                if self._on_retry is not None:
+                    self._on_retry(f"{exc}, retrying")
+                await self._sleep(delay)
+                delay = min(delay * 2, self._max_backoff_s)
+            else:
+                break
+        logger.info(
+            "emailed %s about round %d of %s as %s",
+            ask.approver,
+            ask.round,
+            ask.url,
+            message["Message-ID"],
+        )
+
+
+async def send_sample(
+    to: str,
+    *,
+    smtp: SmtpSettings,
+    sender: str,
+    reply_domain: str | None,
+    secrets: Sequence[str],
+    public_url: str,
+) -> None:
+    """Send one made-up request with the real settings: ``mailgate mail-test --to ADDRESS``.
+
+    It is sent once, without retries, so the caller sees at once what the server said. Its
+    links lead to the gateway but carry no valid token, and its reply address names no round.
+    """
+    now = epoch_ms()
+    promise_id = f"{WORKFLOW_PREFIX}{token_hex(10)}:1"
+    ask = Ask(
+        request_id=promise_id.partition(":")[0],
+        promise_id=promise_id,
+        first_promise_id=promise_id,
+        round=1,
+        url="https://example.com/",
+        approver=to,
+        summary=(
+            "This is a test message from `mailgate mail-test`. If you can read it, Mailgate's "
+            "SMTP settings work.\n\nA real request shows the summary of the page here, with "
+            "buttons to approve or reject it."
+        ),
+        previous_reason=None,
+        decide_url=f"{public_url.rstrip('/')}/decide/mail-test",
+        expires_at=now + 7 * 86_400_000,
+    )
+    message = compose_request(
+        ask, sender=sender, reply_domain=reply_domain, secrets=secrets, now=now
+    )
+    subject = str(message["Subject"]).replace("[Mailgate]", "[Mailgate test]", 1)
+    message.replace_header("Subject", subject)
+    await send(message, smtp)

@@ -1,0 +1,122 @@
+"""Starting a request: validation, one workflow per (URL, approver), and the dispatch to workers.
+
+The gateway never runs a workflow itself: it creates the root promise by ``rpc`` to the worker
+group, so the same code works embedded and against a remote engine. Submitting a pair that is
+still known returns the existing request; ``repeat`` starts the next generation only once the
+previous one has finished.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from email_validator import EmailNotValidError, validate_email
+from resonate.resonate import Resonate
+
+from service.domain import WORKFLOW_NAME, generation_of, normalize_email, normalize_url, workflow_id
+from service.errors import MailgateError
+from service.requests import latest
+
+WORKER_GROUP = "worker"
+
+
+class InvalidSubmission(MailgateError):
+    """The submission cannot be accepted; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    allowed_approvers: Sequence[str]
+    allow_private_urls: bool
+    workflow_timeout_s: float
+
+
+@dataclass(frozen=True)
+class Submitted:
+    id: str
+    created: bool
+
+
+async def submit(
+    resonate: Resonate,
+    *,
+    url: object,
+    email: object,
+    callback_url: object = None,
+    repeat: bool = False,
+    policy: Policy,
+    now_ms: int,
+) -> Submitted:
+    page = check_url(url, "url", policy)
+    approver = check_approver(email, policy)
+    callback = check_url(callback_url, "callback_url", policy) if callback_url else None
+
+    found = await latest(resonate, page, approver)
+    if found is not None:
+        request_id, root = found
+        if root.state == "pending" or not repeat:
+            return Submitted(request_id, created=False)
+        request_id = workflow_id(page, approver, generation_of(request_id) + 1)
+    else:
+        request_id = workflow_id(page, approver)
+
+    request = {"url": page, "approver": approver, "callback_url": callback, "submitted_at": now_ms}
+    handle = resonate.options(
+        target=WORKER_GROUP, timeout=timedelta(seconds=policy.workflow_timeout_s)
+    ).rpc(request_id, WORKFLOW_NAME, request)
+    await handle.id()
+    return Submitted(request_id, created=True)
+
+
+def check_url(value: object, field: str, policy: Policy) -> str:
+    """Shape only; where the URL leads is checked by the fetcher's guard when it is fetched."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidSubmission(f"{field}: a URL is required")
+    try:
+        parsed = httpx.URL(value.strip())
+    except httpx.InvalidURL as exc:
+        raise InvalidSubmission(f"{field}: not a valid URL ({exc})") from None
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidSubmission(f"{field}: only http and https URLs are accepted")
+    if not parsed.host:
+        raise InvalidSubmission(f"{field}: the URL has no host")
+    if not policy.allow_private_urls and _is_private_literal(parsed.host):
+        raise InvalidSubmission(f"{field}: {parsed.host} is a private or loopback address")
+    return normalize_url(str(parsed))
+
+
+def check_approver(value: object, policy: Policy) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidSubmission("email: an approver address is required")
+    try:
+        address = validate_email(value.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InvalidSubmission(f"email: {exc}") from None
+    address = normalize_email(address)
+    if policy.allowed_approvers and not _allowed(address, policy.allowed_approvers):
+        raise InvalidSubmission(f"email: {address} is not in MAILGATE_ALLOWED_APPROVERS")
+    return address
+
+
+def _allowed(address: str, allowed: Sequence[str]) -> bool:
+    domain = address.rpartition("@")[2]
+    for entry in (e.strip().lower() for e in allowed):
+        if entry.startswith("@") and domain == entry[1:]:
+            return True
+        if entry == address:
+            return True
+    return False
+
+
+def _is_private_literal(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return not address.is_global

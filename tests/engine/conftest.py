@@ -1,0 +1,61 @@
+"""Factories for engine tests: started engines and ``Resonate`` instances wired to them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from resonate.resonate import Resonate
+
+from service.engine import EngineConnection, open_memory
+
+
+@pytest.fixture
+async def memory_engine() -> AsyncIterator[EngineConnection]:
+    conn = open_memory(pid="p1", group="workers")
+    await conn.start()
+    yield conn
+    await conn.stop()
+
+
+@pytest.fixture
+async def make_resonate() -> AsyncIterator[Callable[..., Resonate]]:
+    """Build ``Resonate`` instances over a given network; all are stopped at teardown."""
+    made: list[Resonate] = []
+
+    def make(network: Any = None, **kwargs: Any) -> Resonate:
+        kwargs.setdefault("group", "workers")
+        kwargs.setdefault("pid", "p1")
+        kwargs.setdefault("ttl", timedelta(seconds=5))
+        kwargs.setdefault("env", {})
+        resonate = Resonate(network=network, **kwargs)
+        made.append(resonate)
+        return resonate
+
+    yield make
+    for resonate in made:
+        await resonate.stop()
+
+
+async def pending_child(resonate: Resonate, parent: str, timeout_s: float = 10.0) -> str:
+    """The id of the first pending promise whose parent is ``parent``, once it exists."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        page = await resonate.promises.search(
+            state="pending", tags={"resonate:parent": parent}, limit=10, cursor=None
+        )
+        children = [p.id for p in page.promises if p.id != parent]
+        if children:
+            return children[0]
+        await asyncio.sleep(0.02)
+    msg = f"no pending child of {parent} after {timeout_s}s"
+    raise AssertionError(msg)
+
+
+@pytest.fixture
+def wait_pending_child() -> Callable[..., Any]:
+    return pending_child

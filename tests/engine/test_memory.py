@@ -1,0 +1,87 @@
+"""The in-memory engine drives real SDK workflows, with real heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from resonate.connections import LocalConnection
+from resonate.context import Context
+from resonate.resonate import Resonate
+from resonate.types import Value
+from resonate_base.connections import Network, Source
+
+from service.engine import EngineConnection, open_memory
+
+
+def double(ctx: Context, n: int) -> int:
+    return n * 2
+
+
+async def approval(ctx: Context, n: int) -> dict[str, Any]:
+    doubled = await ctx.run(double, n)
+    decision = await ctx.promise()
+    return {"doubled": doubled, "decision": decision}
+
+
+def test_is_network_and_source_but_not_local_connection() -> None:
+    conn = open_memory(pid="p1", group="workers")
+    assert isinstance(conn, Network)
+    assert isinstance(conn, Source)
+    assert not isinstance(conn, LocalConnection)
+    assert conn.unicast() == "poll://uni@workers/p1"
+    assert conn.resolve_target("workers") == "poll://any@workers"
+
+
+async def test_workflow_suspends_on_promise_and_completes_when_resolved(
+    memory_engine: EngineConnection, make_resonate, wait_pending_child
+) -> None:
+    resonate: Resonate = make_resonate(memory_engine)
+    resonate.register(approval)
+    handle = resonate.run("wf-1", approval, 21)
+
+    child = await wait_pending_child(resonate, "wf-1")
+    root = await resonate.promises.get("wf-1")
+    assert root.state == "pending"
+    await resonate.promises.resolve(child, Value(data="approve"))
+
+    assert await asyncio.wait_for(handle.result(), 10) == {"doubled": 42, "decision": "approve"}
+    assert (await resonate.promises.get("wf-1")).state == "resolved"
+
+
+async def test_same_id_returns_the_same_execution(
+    memory_engine: EngineConnection, make_resonate, wait_pending_child
+) -> None:
+    resonate: Resonate = make_resonate(memory_engine)
+    resonate.register(approval)
+    first = resonate.run("wf-same", approval, 1)
+    child = await wait_pending_child(resonate, "wf-same")
+    second = resonate.run("wf-same", approval, 999)
+    await resonate.promises.resolve(child, Value(data="ok"))
+    assert await asyncio.wait_for(first.result(), 10) == {"doubled": 2, "decision": "ok"}
+    assert await asyncio.wait_for(second.result(), 10) == {"doubled": 2, "decision": "ok"}
+
+
+async def test_step_longer_than_the_lease_runs_once(make_resonate) -> None:
+    """Resonate heartbeats through this connection, so a lapsed lease never re-runs a step."""
+    conn = open_memory(pid="p1", group="workers", tick_interval_s=0.1)
+    await conn.start()
+    calls: list[int] = []
+
+    async def slow(ctx: Context) -> str:
+        calls.append(1)
+        await asyncio.sleep(2.5)
+        return "done"
+
+    async def flow(ctx: Context) -> str:
+        return await ctx.run(slow)
+
+    resonate: Resonate = make_resonate(conn, ttl=timedelta(seconds=1))
+    resonate.register(flow)
+    try:
+        result = await asyncio.wait_for(resonate.run("wf-slow", flow).result(), 20)
+    finally:
+        await conn.stop()
+    assert result == "done"
+    assert calls == [1]

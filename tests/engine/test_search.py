@@ -1,0 +1,133 @@
+"""``promise.search``: the Resonate Server's semantics, answered from the engine's indexes."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import msgspec
+import pytest
+from resonate.error import ServerError
+from resonate.resonate import Resonate
+from resonate.types import Value
+
+from service.engine import EngineConnection
+
+FAR = 1 << 62
+corr = itertools.count()
+
+
+async def search(conn: EngineConnection, **data: Any) -> tuple[int, dict[str, Any]]:
+    envelope = {
+        "kind": "promise.search",
+        "head": {"corrId": f"c{next(corr)}", "version": "2026-04-01"},
+        "data": data,
+    }
+    response = msgspec.json.decode(await conn.send(msgspec.json.encode(envelope).decode()))
+    return response["head"]["status"], response["data"]
+
+
+async def seed(resonate: Resonate) -> None:
+    for i in range(25):
+        tags = {"kind": "even" if i % 2 == 0 else "odd", "batch": "a" if i < 10 else "b"}
+        await resonate.promises.create(f"p{i:02d}", FAR, Value(data=i), tags)
+    for i in range(0, 25, 3):
+        await resonate.promises.resolve(f"p{i:02d}", Value(data="done"))
+
+
+async def test_filters_by_state_and_tag_subset(memory_engine, make_resonate) -> None:
+    resonate = make_resonate(memory_engine)
+    await seed(resonate)
+    page = await resonate.promises.search(
+        state="pending", tags={"kind": "even", "batch": "a"}, limit=100, cursor=None
+    )
+    assert [p.id for p in page.promises] == ["p02", "p04", "p08"]
+    assert page.cursor is None
+    resolved = await resonate.promises.search(
+        state="resolved", tags={"batch": "b"}, limit=100, cursor=None
+    )
+    assert [p.id for p in resolved.promises] == ["p12", "p15", "p18", "p21", "p24"]
+    assert all(p.value.data == "done" for p in resolved.promises)
+
+
+async def test_pages_in_id_order_with_the_last_id_as_cursor(memory_engine, make_resonate) -> None:
+    resonate = make_resonate(memory_engine)
+    await seed(resonate)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await resonate.promises.search(state=None, tags=None, limit=7, cursor=cursor)
+        pages += 1
+        seen += [p.id for p in page.promises]
+        if page.cursor is None:
+            break
+        assert page.cursor == page.promises[-1].id
+        cursor = page.cursor
+    assert seen == [f"p{i:02d}" for i in range(25)]
+    assert pages == 4
+
+
+async def test_exact_page_size_has_no_cursor(memory_engine, make_resonate) -> None:
+    resonate = make_resonate(memory_engine)
+    await seed(resonate)
+    page = await resonate.promises.search(state=None, tags={"batch": "a"}, limit=10, cursor=None)
+    assert len(page.promises) == 10
+    assert page.cursor is None
+
+
+async def test_settled_promises_leave_the_pending_results(memory_engine, make_resonate) -> None:
+    resonate = make_resonate(memory_engine)
+    await seed(resonate)
+    before = await resonate.promises.search(state="pending", tags=None, limit=100, cursor=None)
+    await resonate.promises.reject("p01", Value(data="no"))
+    after = await resonate.promises.search(state="pending", tags=None, limit=100, cursor=None)
+    assert "p01" in [p.id for p in before.promises]
+    assert [p.id for p in after.promises] == [p.id for p in before.promises if p.id != "p01"]
+    rejected = await resonate.promises.search(state="rejected", tags=None, limit=100, cursor=None)
+    assert [p.id for p in rejected.promises] == ["p01"]
+
+
+async def test_id_pattern_with_star(memory_engine, make_resonate) -> None:
+    resonate = make_resonate(memory_engine)
+    await seed(resonate)
+    status, data = await search(memory_engine, id="p1*", state="pending")
+    assert status == 200
+    assert [p["id"] for p in data["promises"]] == ["p10", "p11", "p13", "p14", "p16", "p17", "p19"]
+    status, data = await search(memory_engine, id="*4")
+    assert [p["id"] for p in data["promises"]] == ["p04", "p14", "p24"]
+    status, data = await search(memory_engine, id="p07")
+    assert [p["id"] for p in data["promises"]] == ["p07"]
+    status, data = await search(memory_engine, id="nope")
+    assert data["promises"] == []
+
+
+async def test_unknown_tag_value_finds_nothing(memory_engine, make_resonate) -> None:
+    resonate = make_resonate(memory_engine)
+    await seed(resonate)
+    page = await resonate.promises.search(state=None, tags={"kind": "prime"}, limit=5, cursor=None)
+    assert page.promises == []
+    assert page.cursor is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"state": "done"}, "state"),
+        ({"tags": {"a": 1}}, "tags"),
+        ({"cursor": 5}, "cursor"),
+    ],
+)
+async def test_bad_queries_are_400(memory_engine, data: dict[str, Any], message: str) -> None:
+    status, body = await search(memory_engine, **data)
+    assert status == 400
+    assert message in body["error"]
+
+
+async def test_sdk_sees_a_bad_query_as_server_error(memory_engine, make_resonate) -> None:
+    resonate = make_resonate(memory_engine)
+    with pytest.raises(ServerError) as caught:
+        await resonate.promises.search(state="bogus", tags=None, limit=None, cursor=None)
+    assert caught.value.code == 400

@@ -1,0 +1,108 @@
+"""A real SMTP server on loopback (aiosmtpd on the test's own loop) to send mail into.
+
+The sink records every message it accepts, parsed with the stdlib ``email`` package, and can
+be told to answer the first RCPTs or DATAs with scripted replies (451, 550), to offer STARTTLS,
+to speak implicit TLS, or to require a login.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from service.mail.send import SmtpSettings
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+    over_tls: bool
+    login: str | None
+
+
+@dataclass
+class RecordingHandler:
+    rcpt_replies: list[str] = field(default_factory=list)
+    data_replies: list[str] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    rcpt_attempts: int = 0
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        self.rcpt_attempts += 1
+        if self.rcpt_replies:
+            return self.rcpt_replies.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        assert isinstance(envelope.content, bytes)
+        parsed = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        login = session.auth_data.login.decode() if session.authenticated else None
+        self.received.append(
+            Received(
+                mail_from=str(envelope.mail_from),
+                rcpt_tos=list(envelope.rcpt_tos),
+                message=parsed,
+                over_tls=session.ssl is not None
+                or server.transport.get_extra_info("ssl_object") is not None,
+                login=login,
+            )
+        )
+        return "250 Message accepted for delivery"
+
+
+@dataclass
+class Sink:
+    port: int
+    handler: RecordingHandler
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+    def settings(self, **overrides: Any) -> SmtpSettings:
+        return SmtpSettings(
+            **{"host": "127.0.0.1", "port": self.port, "timeout_s": 5.0} | overrides
+        )
+
+
+StartSink = Callable[..., Awaitable[Sink]]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def password_checker(user: str, password: str) -> Callable[..., AuthResult]:
+    def check(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == user.encode()
+            and auth_data.password == password.encode()
+        )
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+    return check

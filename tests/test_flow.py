@@ -1,0 +1,121 @@
+"""The whole approval loop in one process: submit → summary → link → reject → re-ask → approve."""
+
+from __future__ import annotations
+
+from support import PageServer, local, wait_for_state
+
+from service.testing import FakeOllama
+
+
+async def test_reject_with_reason_then_approve(
+    start_mailgate, page_server: PageServer, fake_ollama: FakeOllama
+):
+    mailgate = await start_mailgate(
+        MAILGATE_SUMMARIZER="ollama", OLLAMA_HOST=fake_ollama.url, MAILGATE_MODEL="llama3.1"
+    )
+    client = mailgate.client
+    url = page_server.base + "/article"
+
+    submitted = await client.post("/requests", json={"url": url, "email": "alice@example.com"})
+    assert submitted.status_code == 202, submitted.text
+    request_id = submitted.json()["id"]
+    again = await client.post("/requests", json={"url": url, "email": "Alice@Example.com"})
+    assert (again.status_code, again.json()["id"]) == (200, request_id)
+
+    first = await mailgate.notifier.wait_for(1)
+    assert first.round == 1 and first.approver == "alice@example.com"
+    waiting = await wait_for_state(client, request_id, "waiting")
+    assert waiting["rounds"][0]["summarizer"] == "ollama"
+    assert waiting["rounds"][0]["model"] == "llama3.1"
+
+    page = await client.get(local(first.decide_url), headers={"accept": "text/html"})
+    assert page.status_code == 200
+    assert "Approve" in page.text and "Reject" in page.text
+    assert (await client.get(f"/requests/{request_id}")).json()["state"] == "waiting"
+
+    reason = "Mention that visitors must not lift animals."
+    rejected = await client.post(
+        local(first.decide_url), data={"verdict": "reject", "reason": reason}
+    )
+    assert rejected.status_code == 200
+    assert "new summary" in rejected.text
+
+    second = await mailgate.notifier.wait_for(2)
+    assert second.round == 2 and second.previous_reason == reason
+    assert len(fake_ollama.chats) == 2
+    assert reason in fake_ollama.chats[1].prompt
+    assert first.summary in fake_ollama.chats[1].prompt
+
+    approved = await client.post(
+        local(second.decide_url),
+        json={"verdict": "approve"},
+        headers={"accept": "application/json"},
+    )
+    assert approved.status_code == 200 and approved.json()["accepted"]
+
+    done = await wait_for_state(client, request_id, "approved")
+    assert [r["decision"] for r in done["rounds"]] == ["reject", "approve"]
+    assert done["rounds"][0]["reason"] == reason
+    assert {r["via"] for r in done["rounds"]} == {"link"}
+    assert len(fake_ollama.chats) == 2
+
+    replay = await client.post(
+        local(second.decide_url), json={"verdict": "reject"}, headers={"accept": "application/json"}
+    )
+    assert replay.status_code == 409
+    assert replay.json()["decision"]["verdict"] == "approve"
+    assert (await client.get(f"/requests/{request_id}")).json()["state"] == "approved"
+
+
+async def test_extractive_runs_without_any_ollama(start_mailgate, page_server: PageServer):
+    mailgate = await start_mailgate(MAILGATE_SUMMARIZER="auto", OLLAMA_HOST="http://127.0.0.1:9")
+    client = mailgate.client
+    submitted = await client.post(
+        "/requests", json={"url": page_server.base + "/article", "email": "bob@example.com"}
+    )
+    request_id = submitted.json()["id"]
+    ask = await mailgate.notifier.wait_for(1)
+    assert "tide" in ask.summary.lower()
+    assert "tracking" not in ask.summary and "Copyright" not in ask.summary
+    await client.post(local(ask.decide_url), data={"verdict": "approve"})
+    done = await wait_for_state(client, request_id, "approved")
+    assert done["rounds"][0]["summarizer"] == "extractive"
+
+
+async def test_repeat_starts_a_new_generation_only_when_finished(
+    start_mailgate, page_server: PageServer
+):
+    mailgate = await start_mailgate()
+    client = mailgate.client
+    body = {"url": page_server.base + "/article", "email": "carol@example.com"}
+    first_id = (await client.post("/requests", json=body)).json()["id"]
+    pending_repeat = await client.post("/requests", json={**body, "repeat": True})
+    assert (pending_repeat.status_code, pending_repeat.json()["id"]) == (200, first_id)
+
+    ask = await mailgate.notifier.wait_for(1)
+    await client.post(local(ask.decide_url), data={"verdict": "approve"})
+    await wait_for_state(client, first_id, "approved")
+
+    same = await client.post("/requests", json=body)
+    assert (same.status_code, same.json()["id"]) == (200, first_id)
+    fresh = await client.post("/requests", json={**body, "repeat": True})
+    assert fresh.status_code == 202 and fresh.json()["id"] != first_id
+    await mailgate.notifier.wait_for(2)
+
+
+async def test_bad_submissions_are_refused_with_a_reason(start_mailgate):
+    client = (await start_mailgate(MAILGATE_ALLOWED_APPROVERS="@example.com")).client
+    cases = [
+        ({"url": "ftp://example.com/x", "email": "a@example.com"}, "only http and https"),
+        ({"url": "not a url", "email": "a@example.com"}, "url"),
+        ({"url": "https://example.com/", "email": "nobody"}, "email"),
+        (
+            {"url": "https://example.com/", "email": "eve@evil.example"},
+            "MAILGATE_ALLOWED_APPROVERS",
+        ),
+        ({"email": "a@example.com"}, "url: a URL is required"),
+    ]
+    for body, message in cases:
+        response = await client.post("/requests", json=body)
+        assert response.status_code == 422, body
+        assert message in response.json()["error"], response.json()
