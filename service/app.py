@@ -30,6 +30,7 @@ from resonate.timing import now_ms
 from service import engine, workflow
 from service.config import Settings
 from service.errors import ConfigError
+from service.metrics import Metrics
 from service.gateway.app import build_app
 from service.gateway.context import Gateway
 from service.mail.send import SmtpSettings, smtp_reachable
@@ -137,6 +138,7 @@ class Mailgate:
     clock: Callable[[], int] = now_ms
     env: Mapping[str, str] = field(default_factory=dict)
     progress: Progress = field(default_factory=Progress)
+    metrics: Metrics = field(default_factory=Metrics)
     pid: str = field(default_factory=lambda: uuid.uuid4().hex)
     resonate: Resonate | None = None
     connection: engine.EngineConnection | None = None
@@ -229,6 +231,7 @@ class Mailgate:
             pages=PageCache(settings.data_dir / "pages"),
             links=workflow.Links(settings.public_url, secrets, settings.decision_ttl),
             progress=self.progress,
+            metrics=self.metrics,
             round_timeout=timedelta(seconds=settings.workflow_timeout),
             clock=self.clock,
         )
@@ -311,13 +314,13 @@ class Mailgate:
         )
 
     async def _listen_smtp(self, resonate: Resonate, secrets: tuple[str, ...]) -> None:
-        from service.inbox.handler import ReplyHandler
-        from service.inbox.server import InboxServer
-
         settings = self.settings
         if settings.reply_domain is None:
             logger.info("reply listener off: set MAILGATE_REPLY_DOMAIN to decide by replying")
             return
+        from service.inbox.handler import ReplyHandler
+        from service.inbox.server import InboxServer
+
         smtp = smtp_settings(settings)
         handler = ReplyHandler(
             resonate=resonate,
@@ -326,6 +329,7 @@ class Mailgate:
             sender=settings.mail_from,
             send=lambda message: send_mail(message, smtp),
             clock=self.clock,
+            metrics=self.metrics,
             marker_ttl_ms=int(settings.retention * 1000),
             require_dkim=settings.require_dkim,
         )
@@ -359,6 +363,7 @@ class Mailgate:
             public_url=settings.public_url,
             link_ttl_s=settings.decision_ttl,
             api_token=settings.api_token,
+            metrics=self.metrics,
         )
         config = uvicorn.Config(
             build_app(gateway),

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from service import config, logs
+from service import config, health, logs
 from service.app import Mailgate, Roles, check_bind, secrets_for, smtp_settings
 from service.errors import ConfigError, Permanent
 
@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     mail_test = sub.add_parser("mail-test", help="send a sample request email")
     mail_test.add_argument("--to", required=True, metavar="ADDRESS")
     mail_test.set_defaults(run=_mail_test)
+
+    health = sub.add_parser("healthcheck", help="exit 0 when this container's role is healthy")
+    health.add_argument(
+        "--role", choices=["serve", "gateway", "worker", "inbox", "engine"], default="serve"
+    )
+    health.set_defaults(run=_healthcheck)
 
     check = sub.add_parser("config-check", help="print the effective configuration")
     check.set_defaults(run=_config_check)
@@ -262,6 +268,16 @@ def _mail_test(args: argparse.Namespace, settings: config.Settings) -> int:
         print(f"mailgate: sample email NOT sent: {exc}", file=sys.stderr)
         return 1
     print(f"sample request email sent to {args.to} via {settings.smtp_host}:{settings.smtp_port}")
+    return 0
+
+
+def _healthcheck(args: argparse.Namespace, settings: config.Settings) -> int:
+    """For container HEALTHCHECKs: worker and inbox serve no HTTP, and images carry no curl."""
+    problem = health.check(args.role, settings)
+    if problem:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    print("healthy")
     return 0
 
 

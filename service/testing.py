@@ -152,7 +152,8 @@ class FakeOllama:
     Every attribute may be changed while it runs: ``models`` (pulled models; others get
     Ollama's 404), ``reply`` (messages → answer), ``delay_s`` (per chat, to act like a CPU
     LLM), ``fail_first`` (the next N chats for a pulled model get HTTP 500). ``chats`` records
-    every chat request, including the failed ones.
+    every chat request, including the failed ones; ``answered`` only those it answered to a
+    client still connected (a killed caller's request is not an answered one).
     """
 
     models: Sequence[str] = ("llama3.1",)
@@ -161,6 +162,7 @@ class FakeOllama:
     fail_first: int = 0
     port: int = 0
     chats: list[ChatCall] = field(default_factory=list)
+    answered: list[ChatCall] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -237,7 +239,11 @@ class FakeOllama:
             return JSONResponse({"error": "fake Ollama failure"}, status_code=500)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+            if await request.is_disconnected():
+                return Response(status_code=499)
         content = self.reply(call.messages)
+        with self._lock:
+            self.answered.append(call)
         if call.stream:
             return StreamingResponse(
                 _chunks(call.model, content), media_type="application/x-ndjson"

@@ -23,6 +23,7 @@ from resonate.retry import Never
 from service import tokens
 from service.domain import WORKFLOW_NAME, Ask, Decision, Summary
 from service.errors import Permanent
+from service.metrics import Metrics
 from service.pagecache import PageCache
 from service.progress import Progress
 from service.status import RequestView, RoundView
@@ -62,6 +63,7 @@ class Deps:
     pages: PageCache
     links: Links
     progress: Progress
+    metrics: Metrics
     round_timeout: timedelta
     clock: Callable[[], int]
 
@@ -119,7 +121,7 @@ async def download(deps: Deps, request_id: str, url: str) -> str:
     cached = deps.pages.get(request_id)
     if cached is not None:
         return cached
-    text = await _noting(deps, request_id, lambda: deps.fetcher.fetch(url))
+    text = await _noting(deps, request_id, "download", lambda: deps.fetcher.fetch(url))
     deps.pages.put(request_id, text)
     return text
 
@@ -131,6 +133,7 @@ async def summarize_step(
     summary = await _noting(
         deps,
         request_id,
+        "summarize",
         lambda: deps.summarizer.summarize(text, previous=previous, reason=reason),
     )
     return summary.to_value()
@@ -160,7 +163,12 @@ async def ask_step(
         decide_url=deps.links.decide_url(promise_id, request["approver"], now),
         expires_at=now + int(deps.links.ttl_s * 1000),
     )
-    await _noting(deps, request_id, lambda: deps.notifier.ask(ask))
+    outcome = "failed"
+    try:
+        await _noting(deps, request_id, "ask", lambda: deps.notifier.ask(ask))
+        outcome = "sent"
+    finally:
+        deps.metrics.emails.labels(deps.notifier.name, outcome).inc()
     return {"kind": "asked", "at": now, "via": deps.notifier.name, "round": number}
 
 
@@ -177,7 +185,7 @@ async def callback_step(
     return {"kind": "callback", "at": deps.clock(), "delivered": True}
 
 
-async def _noting[T](deps: Deps, request_id: str, work: Callable[[], Awaitable[T]]) -> T:
+async def _noting[T](deps: Deps, request_id: str, step: str, work: Callable[[], Awaitable[T]]) -> T:
     """Run a step with its retry notes routed to this request; surprises become failures.
 
     A step retries what is worth retrying itself, so anything else that escapes it is turned
@@ -186,7 +194,8 @@ async def _noting[T](deps: Deps, request_id: str, work: Callable[[], Awaitable[T
     """
     token = current_request.set(request_id)
     try:
-        return await work()
+        with deps.metrics.step_seconds.labels(step).time():
+            return await work()
     except Permanent:
         raise
     except Exception as exc:
@@ -210,6 +219,7 @@ async def _finish(
         )
     deps.pages.drop(request_id)
     deps.progress.clear(request_id)
+    deps.metrics.requests.labels(outcome["state"]).inc()
 
 
 def _outcome(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.smtp import SMTP, AuthResult
+from smtp_sink import RecordingHandler, Sink, StartSink
 from support import ARTICLE, CallbackSink, PageServer, RecordingNotifier, Running
 
 from service import config
@@ -43,7 +47,7 @@ async def start_mailgate(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start Mailgate in-process (engine, worker, gateway); overrides are env values."""
     started: list[Running] = []
 
-    async def start(**overrides: str) -> Running:
+    async def start(*, recording: bool = True, **overrides: str) -> Running:
         env = {
             "MAILGATE_DATA_DIR": str(tmp_path / f"data{len(started)}"),
             "MAILGATE_HTTP_PORT": "0",
@@ -54,7 +58,11 @@ async def start_mailgate(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             **overrides,
         }
         notifier = RecordingNotifier()
-        app = Mailgate(config.load(env), Roles(worker=True, gateway=True), notifier=notifier)
+        app = Mailgate(
+            config.load(env),
+            Roles(worker=True, gateway=True, inbox=True),
+            notifier=notifier if recording else None,
+        )
         await app.start()
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30)
         started.append(Running(app, client, notifier))
@@ -64,3 +72,42 @@ async def start_mailgate(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     for running in started:
         await running.client.aclose()
         await running.app.stop()
+
+
+@pytest.fixture
+async def start_sink() -> AsyncIterator[StartSink]:
+    servers: list[asyncio.Server] = []
+
+    async def start(
+        *,
+        rcpt_replies: list[str] | None = None,
+        data_replies: list[str] | None = None,
+        port: int = 0,
+        starttls: ssl.SSLContext | None = None,
+        implicit_tls: ssl.SSLContext | None = None,
+        authenticator: Callable[..., AuthResult] | None = None,
+    ) -> Sink:
+        handler = RecordingHandler(
+            rcpt_replies=list(rcpt_replies or []), data_replies=list(data_replies or [])
+        )
+
+        def protocol() -> SMTP:
+            return SMTP(
+                handler,
+                hostname="sink.test",
+                tls_context=starttls,
+                require_starttls=starttls is not None,
+                authenticator=authenticator,
+                auth_required=authenticator is not None,
+                auth_require_tls=authenticator is not None,
+            )
+
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(protocol, "127.0.0.1", port, ssl=implicit_tls)
+        servers.append(server)
+        return Sink(port=server.sockets[0].getsockname()[1], handler=handler)
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()

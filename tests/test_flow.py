@@ -66,6 +66,12 @@ async def test_reject_with_reason_then_approve(
     assert replay.json()["decision"]["verdict"] == "approve"
     assert (await client.get(f"/requests/{request_id}")).json()["state"] == "approved"
 
+    metrics = (await client.get("/metrics")).text
+    assert 'mailgate_decisions_total{verdict="reject",via="link"} 1.0' in metrics
+    assert 'mailgate_decisions_total{verdict="approve",via="link"} 1.0' in metrics
+    assert 'mailgate_requests_total{state="approved"} 1.0' in metrics
+    assert 'mailgate_emails_total{notifier="recording",outcome="sent"} 2.0' in metrics
+
 
 async def test_extractive_runs_without_any_ollama(start_mailgate, page_server: PageServer):
     mailgate = await start_mailgate(MAILGATE_SUMMARIZER="auto", OLLAMA_HOST="http://127.0.0.1:9")

@@ -45,6 +45,7 @@ from service.engine.state import (
     unwrap_request_envelope,
     wrap_response_envelope,
 )
+from service.engine.store import SqliteJournal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -358,6 +359,17 @@ def open_durable(
     clock: Clock = now_ms,
     tick_interval_s: float = TICK_INTERVAL_S_DEFAULT,
 ) -> EngineConnection:
-    """An engine kept in ``data_dir/engine.sqlite3``; opens nothing until ``start()``."""
-    msg = "durable engine lands in the next step"
-    raise NotImplementedError(msg)
+    """An engine kept in ``data_dir/engine.sqlite3``; opens nothing until ``start()``.
+
+    ``synchronous`` is SQLite's: ``FULL`` (default) fsyncs every commit, so an answered request
+    survives power loss; ``NORMAL`` survives a process crash but may lose the last commits on
+    power loss. ``retention_ms``: finished workflows older than this are deleted.
+    """
+    return EngineConnection(
+        SqliteJournal(data_dir, synchronous=synchronous),
+        pid=pid,
+        group=group,
+        clock=clock,
+        retention_ms=retention_ms,
+        tick_interval_s=tick_interval_s,
+    )

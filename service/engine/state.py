@@ -327,7 +327,7 @@ class IndexedState(ServerState):
             awaited = extract_action_data(action)
             awaited_id = awaited.get("awaited") if isinstance(awaited, dict) else None
             p = self.promises.get(awaited_id) if isinstance(awaited_id, str) else None
-            if False:
+            if p is not None and task_id in p.awaiters:
                 self._awaiting.setdefault(task_id, set()).add(p.id)
 
     # -- search -----------------------------------------------------------------------------

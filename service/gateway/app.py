@@ -37,6 +37,7 @@ def build_app(gateway: Gateway) -> Starlette:
             Route("/login", routes.login, methods=["GET", "POST"], name="login"),
             Route("/healthz", routes.healthz),
             Route("/readyz", routes.readyz),
+            Route("/metrics", routes.metrics),
             Route("/requests", routes.submit, methods=["POST"]),
             Route("/requests", routes.request_list, methods=["GET"]),
             Route("/requests/{request_id}", routes.request_status, name="request_status"),

@@ -15,6 +15,7 @@ from starlette.templating import Jinja2Templates
 from service import tokens
 from service.errors import MailgateError
 from service.gateway import auth
+from service.metrics import Metrics
 from service.progress import Progress
 from service.submissions import Policy
 
@@ -35,6 +36,7 @@ class Gateway:
     public_url: str
     link_ttl_s: float
     api_token: str | None
+    metrics: Metrics
     templates: Jinja2Templates
 
     @classmethod

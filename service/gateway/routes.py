@@ -16,6 +16,7 @@ from service import decisions, requests, submissions, tokens
 from service.errors import BadToken, MailgateError
 from service.gateway import auth
 from service.gateway.context import Gateway
+from service.metrics import CONTENT_TYPE_LATEST
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,12 @@ async def body_of(request: Request) -> dict[str, Any]:
     return dict(await request.form())
 
 
+async def metrics(request: Request) -> Response:
+    gw = gateway(request)
+    gw.require_api(request)
+    return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
@@ -74,6 +81,8 @@ async def submit(request: Request) -> Response:
         policy=gw.policy,
         now_ms=gw.clock(),
     )
+    if result.created:
+        gw.metrics.requests.labels("submitted").inc()
     status_url = str(request.url_for("request_status", request_id=result.id))
     logger.info("request %s %s", result.id, "started" if result.created else "already known")
     return JSONResponse(
@@ -125,6 +134,7 @@ async def operator_decision(request: Request) -> Response:
         via="cli",
         now_ms=gw.clock(),
     )
+    _count(gw, outcome)
     return _outcome_json(outcome)
 
 
@@ -172,6 +182,7 @@ async def decide_commit(request: Request) -> Response:
         now_ms=gw.clock(),
         approver=link.approver,
     )
+    _count(gw, outcome)
     if wants_json(request):
         return _outcome_json(outcome)
     return gw.render(
@@ -210,6 +221,11 @@ async def login(request: Request) -> Response:
         secure=gw.public_url.startswith("https://"),
     )
     return response
+
+
+def _count(gw: Gateway, outcome: decisions.Outcome) -> None:
+    if isinstance(outcome, decisions.Accepted):
+        gw.metrics.decisions.labels(outcome.decision.via, outcome.decision.verdict).inc()
 
 
 def _outcome_json(outcome: decisions.Outcome) -> Response:

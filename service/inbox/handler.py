@@ -30,6 +30,7 @@ from service.errors import BadToken
 from service.inbox import dkim_check
 from service.inbox.replies import Judgement, Reply, judge, parse
 from service.mail.compose import compose_notice
+from service.metrics import Metrics
 from service.reply_tokens import verify_reply_token
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ReplyHandler:
         sender: str,
         send: Callable[[EmailMessage], Awaitable[None]],
         clock: Callable[[], int],
+        metrics: Metrics,
         marker_ttl_ms: int,
         require_dkim: bool = False,
         dns_txt: dkim_check.TxtLookup | None = None,
@@ -72,6 +74,7 @@ class ReplyHandler:
         self.sender = sender
         self.send = send
         self.clock = clock
+        self.metrics = metrics
         self.marker_ttl_ms = marker_ttl_ms
         self.require_dkim = require_dkim
         self.dns_txt = dns_txt
@@ -172,6 +175,7 @@ class ReplyHandler:
                 await self._notice(reply, approver, "Already decided", _already(outcome))
             self._event(reply, promise_id, "ignored: already decided")
             return "250 OK"
+        self.metrics.decisions.labels("reply", verdict.decision).inc()
         self._event(reply, promise_id, f"decided: {verdict.decision}")
         return "250 OK"
 
@@ -207,6 +211,7 @@ class ReplyHandler:
             logger.warning("could not send %r to %s: %s", subject, approver, exc)
 
     def _event(self, reply: Reply, promise_id: str, outcome: str) -> None:
+        self.metrics.replies.labels(outcome.partition(":")[0]).inc()
         logger.info(
             "reply %s from %s: %s",
             reply.message_id,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
@@ -45,7 +46,6 @@ from service.steps.fetch import (
     Sleep,
     Transient,
     extract_text,
-    normalize,
     with_retries,
 )
 from service.steps.guard import Destination, Resolver, check_url, system_resolve
@@ -62,22 +62,27 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--no-pings",
+    "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication",
     "--proxy-bypass-list=<-loopback>",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
 )
-CHROMIUM_PREFS = {
-    "download_restrictions": 3,
-    "webrtc.ip_handling_policy": "disable_non_proxied_udp",
-}
+CHROMIUM_PREFS = {"download_restrictions": 3}
 PAGE_FACTS_JS = """
 const nav = performance.getEntriesByType('navigation')[0];
 return {url: location.href, type: document.contentType,
         status: nav ? nav.responseStatus : 0, size: nav ? nav.decodedBodySize : 0};
 """
 PROXY_HEAD_MAX_BYTES = 64 * 1024
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization",
-                         b"te", b"trailer", b"upgrade"})
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization", b"te", b"upgrade"}
+)
+_NET_ERROR = re.compile(r"ERR_[A-Z_]+")
 _DRIVER_FAILURES = (WebDriverException, urllib3.exceptions.HTTPError, OSError)
 
 Origin = tuple[str, int]
@@ -90,13 +95,15 @@ class Page:
     status: int
     size: int
     html: str
+    error: str | None = None
 
 
 class GuardedProxy:
     """A forward proxy that applies the SSRF guard to every request Chromium makes."""
 
-    def __init__(self, *, allow_private: bool, timeout_s: float,
-                 resolve: Resolver = system_resolve) -> None:
+    def __init__(
+        self, *, allow_private: bool, timeout_s: float, resolve: Resolver = system_resolve
+    ) -> None:
         self._allow_private = allow_private
         self._timeout_s = timeout_s
         self._resolve = resolve
@@ -126,9 +133,14 @@ class GuardedProxy:
         self._server = None
 
     def begin(self, destination: Destination) -> None:
-        """A new navigation: forget old refusals, reuse the page host's check."""
+        """Open for one navigation: forget old refusals, reuse the page host's check."""
         self.refused.clear()
         self._pins = {(destination.host, destination.port): destination}
+
+    def end(self) -> None:
+        """Closed between navigations: Chromium's background chatter and a parked page's
+        leftover timers get nowhere."""
+        self._pins = {}
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
@@ -139,15 +151,21 @@ class GuardedProxy:
                 await self._tunnel(target.decode("latin-1"), reader, writer)
             else:
                 await self._forward(head, target.decode("latin-1"), reader, writer)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-                ConnectionError, TimeoutError):
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            ConnectionError,
+            TimeoutError,
+        ):
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
 
-    async def _tunnel(self, authority: str, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
+    async def _tunnel(
+        self, authority: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         upstream = await self._connect(f"https://{authority}/", writer)
         if upstream is None:
             return
@@ -158,52 +176,52 @@ class GuardedProxy:
         finally:
             up_writer.close()
 
-    async def _forward(self, head: bytes, target: str, reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter) -> None:
+    async def _forward(
+        self, head: bytes, target: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         """Forward one request with ``Connection: close``, so a kept-alive client connection
         can never carry a second, unchecked request to this upstream."""
         if not target.startswith("http://"):
             await _answer(writer, 400, "this proxy forwards absolute http:// URLs only")
             return
-        request_line, _, header_block = head.partition(b"\r\n")
-        headers = [line for line in header_block.split(b"\r\n") if line]
-        names = {line.split(b":", 1)[0].strip().lower() for line in headers}
-        if b"transfer-encoding" in names:
+        request_line, *lines = head.removesuffix(b"\r\n\r\n").split(b"\r\n")
+        fields = [(line.split(b":", 1)[0].strip().lower(), line) for line in lines]
+        if any(name == b"transfer-encoding" for name, _ in fields):
             await _answer(writer, 411, "chunked request bodies are not forwarded")
             return
+        length = next(
+            (int(line.split(b":", 1)[1]) for name, line in fields if name == b"content-length"), 0
+        )
         upstream = await self._connect(target, writer)
         if upstream is None:
             return
         up_reader, up_writer = upstream
         method, _, version = request_line.split(b" ", 2)
-        path = httpx.URL(target).raw_path
-        kept = [line for line in headers if line.split(b":", 1)[0].strip().lower() not in
-                _HOP_BY_HOP]
-        length = next((int(line.split(b":", 1)[1]) for line in headers
-                       if line.split(b":", 1)[0].strip().lower() == b"content-length"), 0)
+        kept = [line for name, line in fields if name not in _HOP_BY_HOP]
+        origin_form = b" ".join([method, httpx.URL(target).raw_path, version])
         try:
-            up_writer.write(b"\r\n".join([b" ".join([method, path, version]), *kept,
-                                          b"Connection: close", b"", b""]))
+            up_writer.write(b"\r\n".join([origin_form, *kept, b"Connection: close", b"", b""]))
             if length:
                 up_writer.write(await reader.readexactly(length))
             await _relay((up_reader, writer))
         finally:
             up_writer.close()
 
-    async def _connect(self, url: str, writer: asyncio.StreamWriter
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _connect(
+        self, url: str, writer: asyncio.StreamWriter
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """Check ``url``'s host, then connect to a checked address; answer the client on refusal."""
-        parsed = httpx.URL(url)
-        origin = (parsed.raw_host.decode("ascii"), parsed.port or 80)
-        if parsed.scheme == "https":
-            origin = (origin[0], parsed.port or 443)
+        if not self._pins:
+            await _answer(writer, 403, "no page is being fetched")
+            return None
+        origin = _origin(url)
         try:
             destination = self._pins.get(origin) or await check_url(
                 url, allow_private=self._allow_private, resolve=self._resolve
             )
         except Permanent as exc:
             self.refused[origin] = exc
-            logger.info("browser request refused: %s", exc)
+            logger.debug("browser request refused: %s", exc)
             await _answer(writer, 403 if isinstance(exc, BlockedUrl) else 502, str(exc))
             return None
         for address in destination.addresses:
@@ -221,10 +239,19 @@ class BrowserFetcher:
 
     name = "browser"
 
-    def __init__(self, *, allow_private: bool, max_bytes: int, timeout_s: float, attempts: int,
-                 backoff_s: float, chromium: str = "/usr/bin/chromium",
-                 chromedriver: str = "/usr/bin/chromedriver", sleep: Sleep = asyncio.sleep,
-                 resolve: Resolver = system_resolve) -> None:
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        max_bytes: int,
+        timeout_s: float,
+        attempts: int,
+        backoff_s: float,
+        chromium: str = "/usr/bin/chromium",
+        chromedriver: str = "/usr/bin/chromedriver",
+        sleep: Sleep = asyncio.sleep,
+        resolve: Resolver = system_resolve,
+    ) -> None:
         self._allow_private = allow_private
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
@@ -234,8 +261,9 @@ class BrowserFetcher:
         self._chromedriver = chromedriver
         self._sleep = sleep
         self._resolve = resolve
-        self._proxy = GuardedProxy(allow_private=allow_private, timeout_s=timeout_s,
-                                   resolve=resolve)
+        self._proxy = GuardedProxy(
+            allow_private=allow_private, timeout_s=timeout_s, resolve=resolve
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailgate-browser")
         self._one_page = asyncio.Lock()
         self._driver: webdriver.Chrome | None = None
@@ -248,9 +276,13 @@ class BrowserFetcher:
 
     async def fetch(self, url: str) -> str:
         host = httpx.URL(url).host or url
-        return await with_retries(lambda: self._fetch_once(url), host=host,
-                                  attempts=self._attempts, backoff_s=self._backoff_s,
-                                  sleep=self._sleep)
+        return await with_retries(
+            lambda: self._fetch_once(url),
+            host=host,
+            attempts=self._attempts,
+            backoff_s=self._backoff_s,
+            sleep=self._sleep,
+        )
 
     async def close(self) -> None:
         async with self._one_page:
@@ -259,17 +291,21 @@ class BrowserFetcher:
             await self._proxy.stop()
 
     async def _fetch_once(self, url: str) -> str:
-        destination = await check_url(url, allow_private=self._allow_private,
-                                      resolve=self._resolve)
+        destination = await check_url(url, allow_private=self._allow_private, resolve=self._resolve)
         async with self._one_page:
             await self._proxy.start()
             self._proxy.begin(destination)
-            page = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._load, str(destination.url)
-            )
-            refused = self._proxy.refused.get(_origin(page.url))
+            try:
+                page = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._load, str(destination.url)
+                )
+            finally:
+                self._proxy.end()
+        refused = self._proxy.refused.get(_origin(page.url))
         if refused is not None:
             raise refused
+        if page.error is not None:
+            raise Transient(f"the browser could not load {page.url}: {page.error}")
         return self._text(page)
 
     def _text(self, page: Page) -> str:
@@ -283,55 +319,72 @@ class BrowserFetcher:
             raise UnusablePage(f"{host} sent {page.content_type}, not a web page")
         if page.size > self._max_bytes:
             raise UnusablePage(f"the page at {page.url} is larger than {self._max_bytes} bytes")
-        text = extract_text(page.html) if page.content_type in HTML_TYPES else normalize(
-            extract_text(page.html))
+        text = extract_text(page.html)
         if not text:
             raise UnusablePage(f"the page at {page.url} has no visible text")
         return text
 
     def _load(self, url: str) -> Page:
-        """Runs on the browser thread: navigate, wait until ready, read, then park on a blank page."""
+        """Runs on the browser thread: navigate, wait until ready, read, then park on a blank
+        page. A net error comes back as a page whose ``url`` is where the navigation stopped
+        (chromedriver reports the failed URL, even past redirects), so the caller can match it
+        against the proxy's refusals."""
         driver = self._driver or self._start_driver()
         try:
-            driver.get(url)
-            WebDriverWait(driver, self._timeout_s).until(
-                lambda d: d.execute_script("return document.readyState") == "complete"
-            )
-            facts = driver.execute_script(PAGE_FACTS_JS)
-            page = Page(url=facts["url"], content_type=facts["type"], status=facts["status"],
-                        size=facts["size"], html=driver.page_source)
+            page = self._navigate(driver, url)
         except TimeoutException as exc:
             self._park(driver)
             raise Transient(f"the page did not finish loading within {self._timeout_s:g}s") from exc
+        except WebDriverException as exc:
+            message = _first_line(exc)
+            if "net::ERR_" not in message:
+                self._restart_if_dead(driver)
+                raise Transient(f"the browser failed: {message}") from exc
+            page = Page(
+                url=driver.current_url, content_type="", status=0, size=0, html="", error=message
+            )
         except _DRIVER_FAILURES as exc:
-            return self._failed_navigation(driver, url, exc)
+            self._restart_if_dead(driver)
+            raise Transient(f"the browser failed: {_first_line(exc)}") from exc
         self._park(driver)
+        if "net::ERR_NAME_NOT_RESOLVED" in (page.error or ""):
+            raise HostNotFound(httpx.URL(page.url).host)
         return page
 
-    def _failed_navigation(self, driver: webdriver.Chrome, url: str, exc: Exception) -> Page:
-        """A net error page becomes a page the caller can match against the proxy's refusals;
-        anything else means the driver may be gone, so check it and retry."""
-        message = getattr(exc, "msg", None) or str(exc)
-        if "net::ERR_NAME_NOT_RESOLVED" in message:
-            self._park(driver)
-            raise HostNotFound(httpx.URL(url).host) from exc
-        if "net::ERR_" in message:
-            self._park(driver)
-            origin = _origin(url)
-            if origin in self._proxy.refused:
-                return Page(url=url, content_type="", status=0, size=0, html="")
-            raise Transient(message.strip().splitlines()[0]) from exc
+    def _navigate(self, driver: webdriver.Chrome, url: str) -> Page:
+        driver.get(url)
+        WebDriverWait(driver, self._timeout_s).until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
+        facts = driver.execute_script(PAGE_FACTS_JS)
+        html = driver.page_source
+        error = None
+        if facts["url"].startswith("chrome-error:"):
+            code = _NET_ERROR.search(html)
+            error = f"net::{code.group(0)}" if code else "Chromium showed an error page"
+        return Page(
+            url=driver.current_url,
+            content_type=facts["type"],
+            status=facts["status"],
+            size=facts["size"],
+            html=html,
+            error=error,
+        )
+
+    def _restart_if_dead(self, driver: webdriver.Chrome) -> None:
         if not self._alive(driver):
-            logger.warning("headless Chromium stopped responding; starting a new one")
+            logger.warning("headless Chromium stopped responding; the next attempt starts anew")
             self._discard()
-        raise Transient(f"the browser failed: {message.strip().splitlines()[0]}") from exc
 
     def _start_driver(self) -> webdriver.Chrome:
         self._profile = tempfile.mkdtemp(prefix="mailgate-chromium-")
         options = webdriver.ChromeOptions()
         options.binary_location = self._chromium
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={self._profile}",
-                     f"--proxy-server=http://127.0.0.1:{self._proxy.port}"):
+        for flag in (
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={self._profile}",
+            f"--proxy-server=http://127.0.0.1:{self._proxy.port}",
+        ):
             options.add_argument(flag)
         options.add_experimental_option("prefs", CHROMIUM_PREFS)
         service = Service(executable_path=self._chromedriver, log_output=subprocess.DEVNULL)
@@ -365,6 +418,11 @@ class BrowserFetcher:
             self._profile = None
 
 
+def _first_line(exc: Exception) -> str:
+    message = (getattr(exc, "msg", None) or str(exc) or type(exc).__name__).strip()
+    return message.splitlines()[0]
+
+
 def _origin(url: str) -> Origin:
     parsed = httpx.URL(url)
     default = 443 if parsed.scheme == "https" else 80
@@ -373,8 +431,10 @@ def _origin(url: str) -> Origin:
 
 async def _answer(writer: asyncio.StreamWriter, status: int, message: str) -> None:
     body = f"Mailgate refused this request: {message}\n".encode()
-    writer.write(b"HTTP/1.1 %d Refused\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(body), body))
+    writer.write(
+        b"HTTP/1.1 %d Refused\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(body), body)
+    )
     await writer.drain()
 
 

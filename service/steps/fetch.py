@@ -31,13 +31,52 @@ BACKOFF_MAX_S = 60.0
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 TEXT_TYPES = frozenset({"text/plain"})
 ACCEPT = "text/html,application/xhtml+xml;q=0.9,text/plain;q=0.8"
-BOILERPLATE = ("script", "style", "nav", "header", "footer", "aside", "noscript", "template",
-               "svg", "iframe")
+BOILERPLATE = (
+    "script",
+    "style",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "noscript",
+    "template",
+    "svg",
+    "iframe",
+)
 PAGE_LANDMARKS = ("header", "footer")
 """Dropped only outside ``article``/``main``: there they hold a headline or byline instead."""
-BLOCKS = ("address", "article", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
-          "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "li", "main", "ol", "p", "pre",
-          "section", "table", "td", "th", "title", "tr", "ul")
+BLOCKS = (
+    "address",
+    "article",
+    "blockquote",
+    "br",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "figcaption",
+    "figure",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "li",
+    "main",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "table",
+    "td",
+    "th",
+    "title",
+    "tr",
+    "ul",
+)
+_LINE_END = "\u2029"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 Sleep = Callable[[float], Awaitable[object]]
@@ -58,7 +97,10 @@ class Transient(Exception):
 
 
 def extract_text(html: str) -> str:
-    """Visible text, one block per line, without scripts and navigation boilerplate."""
+    """Visible text, one block per line, without scripts and navigation boilerplate.
+
+    Whitespace inside a block (source line breaks included) collapses to one space, as a
+    browser renders it; block elements, ``<br>`` and the lines of a ``<pre>`` end a line."""
     soup = BeautifulSoup(html, "lxml")
     for tag in soup.find_all(BOILERPLATE):
         if tag.decomposed:
@@ -66,19 +108,30 @@ def extract_text(html: str) -> str:
         if tag.name in PAGE_LANDMARKS and tag.find_parent(("article", "main")):
             continue
         tag.decompose()
+    for pre in soup.find_all("pre"):
+        for string in pre.find_all(string=True):
+            string.replace_with(string.replace("\n", _LINE_END))
     for tag in soup.find_all(BLOCKS):
-        tag.insert_before("\n")
-        tag.insert_after("\n")
-    return normalize(soup.get_text())
+        tag.insert_before(_LINE_END)
+        tag.insert_after(_LINE_END)
+    lines = (" ".join(line.split()) for line in soup.get_text().split(_LINE_END))
+    return "\n".join(line for line in lines if line)
 
 
 def normalize(text: str) -> str:
+    """Plain text: each line's whitespace collapsed, blank lines dropped."""
     lines = (" ".join(line.split()) for line in text.splitlines())
     return "\n".join(line for line in lines if line)
 
 
-async def with_retries(attempt: Callable[[], Awaitable[str]], *, host: str, attempts: int,
-                       backoff_s: float, sleep: Sleep) -> str:
+async def with_retries(
+    attempt: Callable[[], Awaitable[str]],
+    *,
+    host: str,
+    attempts: int,
+    backoff_s: float,
+    sleep: Sleep,
+) -> str:
     """Run ``attempt`` until it succeeds, a ``Permanent`` error escapes, or attempts run out."""
     last: Transient | None = None
     for number in range(1, attempts + 1):
@@ -89,8 +142,14 @@ async def with_retries(attempt: Callable[[], Awaitable[str]], *, host: str, atte
             if number == attempts:
                 break
             delay = min(backoff_s * 2 ** (number - 1), BACKOFF_MAX_S)
-            logger.warning("fetching from %s failed (%s); attempt %d of %d in %.1fs",
-                           host, exc, number + 1, attempts, delay)
+            logger.warning(
+                "fetching from %s failed (%s); attempt %d of %d in %.1fs",
+                host,
+                exc,
+                number + 1,
+                attempts,
+                delay,
+            )
             await sleep(delay)
     raise FetchFailed(f"could not fetch from {host} after {attempts} attempts: {last}") from last
 
@@ -100,10 +159,19 @@ class HttpFetcher:
 
     name = "http"
 
-    def __init__(self, *, allow_private: bool, max_bytes: int, timeout_s: float, attempts: int,
-                 backoff_s: float, user_agent: str, sleep: Sleep = asyncio.sleep,
-                 resolve: Resolver = system_resolve,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        max_bytes: int,
+        timeout_s: float,
+        attempts: int,
+        backoff_s: float,
+        user_agent: str,
+        sleep: Sleep = asyncio.sleep,
+        resolve: Resolver = system_resolve,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._allow_private = allow_private
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
@@ -125,9 +193,13 @@ class HttpFetcher:
 
     async def fetch(self, url: str) -> str:
         host = httpx.URL(url).host or url
-        return await with_retries(lambda: self._fetch_once(url), host=host,
-                                  attempts=self._attempts, backoff_s=self._backoff_s,
-                                  sleep=self._sleep)
+        return await with_retries(
+            lambda: self._fetch_once(url),
+            host=host,
+            attempts=self._attempts,
+            backoff_s=self._backoff_s,
+            sleep=self._sleep,
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -137,8 +209,9 @@ class HttpFetcher:
         try:
             async with asyncio.timeout(self._timeout_s):
                 for _ in range(MAX_REDIRECTS + 1):
-                    destination = await check_url(target, allow_private=self._allow_private,
-                                                  resolve=self._resolve)
+                    destination = await check_url(
+                        target, allow_private=self._allow_private, resolve=self._resolve
+                    )
                     response = await self._send(destination)
                     try:
                         location = _redirect_location(response, destination)
@@ -184,8 +257,12 @@ class HttpFetcher:
             raise UnusablePage(f"{destination.host} sent a body that cannot be decoded") from exc
         except httpx.TransportError as exc:
             raise Transient(f"{destination.host}: {_describe(exc)}") from exc
-        markup = UnicodeDammit(bytes(body), [charset] if charset else [],
-                               is_html=media_type in HTML_TYPES).unicode_markup or ""
+        markup = (
+            UnicodeDammit(
+                bytes(body), [charset] if charset else [], is_html=media_type in HTML_TYPES
+            ).unicode_markup
+            or ""
+        )
         text = extract_text(markup) if media_type in HTML_TYPES else normalize(markup)
         if not text:
             raise UnusablePage(f"the page at {destination.url} has no visible text")

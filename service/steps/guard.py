@@ -66,8 +66,8 @@ def refusal(ip: IPAddress) -> str | None:
         (ip.is_link_local, "a link-local address"),
         (ip.is_multicast, "a multicast address"),
         (ip in _SHARED_ADDRESS_SPACE, "a carrier-grade NAT address"),
-        (ip.is_private, "a private address"),
         (ip.is_reserved, "a reserved address"),
+        (ip.is_private, "a private address"),
         (not ip.is_global, "not a public address"),
     )
     return next((reason for hit, reason in checks if hit), None)
@@ -83,9 +83,7 @@ def allowed(ip: IPAddress, *, allow_private: bool) -> str | None:
 async def system_resolve(host: str, port: int) -> list[str]:
     """One lookup through the OS resolver, off the event loop (asyncio runs it in a thread)."""
     try:
-        answers = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM
-        )
+        answers = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         if exc.errno in _UNRESOLVABLE:
             raise HostNotFound(host) from exc
@@ -93,8 +91,9 @@ async def system_resolve(host: str, port: int) -> list[str]:
     return [str(sockaddr[0]) for *_, sockaddr in answers]
 
 
-async def check_url(url: str | httpx.URL, *, allow_private: bool,
-                    resolve: Resolver = system_resolve) -> Destination:
+async def check_url(
+    url: str | httpx.URL, *, allow_private: bool, resolve: Resolver = system_resolve
+) -> Destination:
     """Refuse anything but http(s) to public addresses; resolve the host exactly once."""
     try:
         parsed = httpx.URL(url)
@@ -106,15 +105,18 @@ async def check_url(url: str | httpx.URL, *, allow_private: bool,
     if not parsed.host:
         raise BlockedUrl("the URL has no host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return await check_host(parsed, parsed.raw_host.decode("ascii"), port,
-                            allow_private=allow_private, resolve=resolve)
+    return await check_host(
+        parsed, parsed.raw_host.decode("ascii"), port, allow_private=allow_private, resolve=resolve
+    )
 
 
-async def check_host(url: httpx.URL, host: str, port: int, *, allow_private: bool,
-                     resolve: Resolver = system_resolve) -> Destination:
+async def check_host(
+    url: httpx.URL, host: str, port: int, *, allow_private: bool, resolve: Resolver = system_resolve
+) -> Destination:
     """The address check alone, for callers (a CONNECT proxy) that already split host and port."""
-    addresses = tuple(dict.fromkeys(ipaddress.ip_address(a.split("%")[0])
-                                    for a in await resolve(host, port)))
+    addresses = tuple(
+        dict.fromkeys(ipaddress.ip_address(a.split("%")[0]) for a in await resolve(host, port))
+    )
     if not addresses:
         raise HostNotFound(host)
     for ip in addresses:
@@ -125,9 +127,15 @@ async def check_host(url: httpx.URL, host: str, port: int, *, allow_private: boo
     return Destination(url=url, host=host, port=port, addresses=addresses)
 
 
-def pinned_request(client: httpx.AsyncClient, method: str, destination: Destination,
-                   address: IPAddress, *, headers: Mapping[str, str] | None = None,
-                   content: bytes | None = None) -> httpx.Request:
+def pinned_request(
+    client: httpx.AsyncClient,
+    method: str,
+    destination: Destination,
+    address: IPAddress,
+    *,
+    headers: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+) -> httpx.Request:
     """A request for ``destination.url`` that connects to ``address`` and nowhere else."""
     request = client.build_request(method, destination.url, headers=headers, content=content)
     request.url = request.url.copy_with(host=str(address))

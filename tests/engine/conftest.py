@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-
+import itertools
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from resonate.resonate import Resonate
 
@@ -59,3 +60,22 @@ async def pending_child(resonate: Resonate, parent: str, timeout_s: float = 10.0
 @pytest.fixture
 def wait_pending_child() -> Callable[..., Any]:
     return pending_child
+
+
+_corr = itertools.count()
+
+
+async def engine_request(conn: Any, kind: str, **data: Any) -> tuple[int, dict[str, Any]]:
+    """Send one protocol request envelope to ``conn``; return ``(status, data)``."""
+    envelope = {
+        "kind": kind,
+        "head": {"corrId": f"t{next(_corr)}", "version": "2026-04-01"},
+        "data": data,
+    }
+    response = msgspec.json.decode(await conn.send(msgspec.json.encode(envelope).decode()))
+    return response["head"]["status"], response["data"]
+
+
+@pytest.fixture
+def request_engine() -> Callable[..., Any]:
+    return engine_request

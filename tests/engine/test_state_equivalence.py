@@ -160,7 +160,7 @@ def durable_view(state: ServerState) -> tuple[Any, Any, Any]:
     return promises, tasks, sorted(state.schedules)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_sequences_answer_like_stock_server_state(data: st.DataObject) -> None:
     stock, indexed = ServerState(), IndexedState()
@@ -177,7 +177,7 @@ def test_random_sequences_answer_like_stock_server_state(data: st.DataObject) ->
         assert durable_view(indexed) == durable_view(stock)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_replaying_the_journal_rebuilds_the_durable_state(data: st.DataObject) -> None:
     live = IndexedState()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from smtp_sink import Sink, StartSink, free_port
 
 from service.domain import Ask, workflow_id
 from service.errors import DeliveryRejected
@@ -10,8 +11,6 @@ from service.mail.compose import message_id_for
 from service.mail.send import SmtpSettings
 from service.reply_tokens import verify_reply_token
 from service.steps.notify import Notifier, SmtpNotifier, send_sample
-
-from .smtp_sink import Sink, StartSink, free_port
 
 SECRETS = ["notify-test-key"]
 SENDER = "Mailgate <mailgate@localhost>"

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import trustme
+from smtp_sink import StartSink, free_port, password_checker
 
 from service.errors import DeliveryRejected, Permanent
 from service.mail.compose import compose_notice
 from service.mail.send import SmtpSettings, TransientDeliveryError, send, smtp_reachable
-
-from .smtp_sink import StartSink, free_port, password_checker
 
 SENDER = "Mailgate <mailgate@localhost>"
 

@@ -1,0 +1,56 @@
+"""Liveness probes per role, for ``mailgate healthcheck`` in containers."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+
+from service.config import Settings
+
+TIMEOUT_S = 5.0
+
+
+def check(role: str, settings: Settings) -> str | None:
+    """None when the role answers, else what failed."""
+    if role in ("serve", "gateway"):
+        return _http(f"http://{_local(settings.http_host)}:{settings.http_port}/healthz")
+    if role == "inbox":
+        return _smtp(_local(settings.inbound_host), settings.inbound_port)
+    if role == "engine":
+        return _tcp(_local(settings.engine_host), settings.engine_port)
+    if settings.resonate_url is None:
+        return "RESONATE_URL is not set"
+    parts = urlsplit(settings.resonate_url)
+    return _tcp(parts.hostname or "127.0.0.1", parts.port or 8001)
+
+
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+
+
+def _http(url: str) -> str | None:
+    try:
+        response = httpx.get(url, timeout=TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return f"{url}: {exc}"
+    return None if response.status_code == 200 else f"{url}: HTTP {response.status_code}"
+
+
+def _smtp(host: str, port: int) -> str | None:
+    try:
+        with smtplib.SMTP(host, port, timeout=TIMEOUT_S) as client:
+            code, _ = client.noop()
+    except (OSError, smtplib.SMTPException) as exc:
+        return f"smtp://{host}:{port}: {exc}"
+    return None if code == 250 else f"smtp://{host}:{port}: NOOP answered {code}"
+
+
+def _tcp(host: str, port: int) -> str | None:
+    try:
+        with socket.create_connection((host, port), timeout=TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return f"{host}:{port}: {exc}"

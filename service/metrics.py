@@ -1,0 +1,51 @@
+"""Prometheus metrics, one registry per process (never the library's global default).
+
+Components get the ``Metrics`` object they record into; ``/metrics`` on the gateway renders
+it. A worker or inbox process that serves no HTTP keeps its counters for logs only.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mailgate_requests",
+            "Requests by what happened to them (submitted, approved, failed).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "mailgate_decisions",
+            "Decisions recorded, by channel and verdict.",
+            ["via", "verdict"],
+            registry=self.registry,
+        )
+        self.emails = Counter(
+            "mailgate_emails",
+            "Approval requests handed to the notifier, by notifier and outcome.",
+            ["notifier", "outcome"],
+            registry=self.registry,
+        )
+        self.replies = Counter(
+            "mailgate_inbound_replies",
+            "Inbound replies by outcome (decided, unclear, ignored, refused).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.step_seconds = Histogram(
+            "mailgate_step_duration_seconds",
+            "Duration of workflow steps.",
+            ["step"],
+            buckets=(0.05, 0.25, 1, 5, 15, 60, 180, 600, 1800),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
