@@ -30,11 +30,11 @@ from resonate.timing import now_ms
 from service import engine, workflow
 from service.config import Settings
 from service.errors import ConfigError
-from service.metrics import Metrics
 from service.gateway.app import build_app
 from service.gateway.context import Gateway
 from service.mail.send import SmtpSettings, smtp_reachable
 from service.mail.send import send as send_mail
+from service.metrics import Metrics
 from service.pagecache import PageCache
 from service.progress import Progress
 from service.steps.callback import CallbackSender

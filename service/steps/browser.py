@@ -268,6 +268,7 @@ class BrowserFetcher:
         self._one_page = asyncio.Lock()
         self._driver: webdriver.Chrome | None = None
         self._profile: str | None = None
+        self._closed = False
 
     @property
     def session_id(self) -> str | None:
@@ -286,6 +287,9 @@ class BrowserFetcher:
 
     async def close(self) -> None:
         async with self._one_page:
+            if self._closed:
+                return
+            self._closed = True
             await asyncio.get_running_loop().run_in_executor(self._executor, self._discard)
             self._executor.shutdown(wait=True)
             await self._proxy.stop()

@@ -30,18 +30,24 @@ async def request(conn: Any, kind: str, **data: Any) -> tuple[int, dict[str, Any
     return answer["head"]["status"], answer["data"]
 
 
-async def main(data_dir: Path, headroom_bytes: int) -> None:
-    conn = open_durable(data_dir, pid="filler", group="g")
-    await conn.start()
+def limit_file_size(data_dir: Path, headroom_bytes: int) -> None:
     biggest = max(p.stat().st_size for p in data_dir.iterdir())
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     limit = biggest + headroom_bytes
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+async def main(data_dir: Path, headroom_bytes: int) -> None:
+    conn = open_durable(data_dir, pid="filler", group="g")
+    await conn.start()
+    limit_file_size(data_dir, headroom_bytes)
     acked = 0
     failed = None
     for i in range(1_000_000):
         try:
-            await request(conn, "promise.create", id=f"p{i}", timeoutAt=1 << 62, param={"data": "x" * 500})
+            await request(
+                conn, "promise.create", id=f"p{i}", timeoutAt=1 << 62, param={"data": "x" * 500}
+            )
         except EngineUnavailable as exc:
             failed = f"p{i}"
             error = str(exc)

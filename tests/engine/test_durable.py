@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -93,17 +92,19 @@ async def test_lock_held_by_another_process_dies_with_it(tmp_path: Path) -> None
         asyncio.run(main())
         """
     )
-    holder = subprocess.Popen([sys.executable, "-c", holder_code], stdout=subprocess.PIPE)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", holder_code, stdout=asyncio.subprocess.PIPE
+    )
     try:
         assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == b"ready"
+        assert (await asyncio.wait_for(holder.stdout.readline(), 30)).strip() == b"ready"
         with pytest.raises(DataDirLocked) as refused:
             await open_durable(tmp_path, pid="p1", group="g").start()
         assert refused.value.holder_pid == holder.pid
         assert f"process {holder.pid}" in str(refused.value)
     finally:
         holder.kill()
-        holder.wait()
+        await holder.wait()
     conn = open_durable(tmp_path, pid="p1", group="g")
     await conn.start()
     await conn.stop()
@@ -176,9 +177,7 @@ def journal_rows(path: Path) -> int:
 async def test_snapshots_compact_the_journal_and_restore_the_same_state(
     tmp_path: Path, request_engine
 ) -> None:
-    conn = EngineConnection(
-        SqliteJournal(tmp_path, snapshot_min_entries=40), pid="p1", group="g"
-    )
+    conn = EngineConnection(SqliteJournal(tmp_path, snapshot_min_entries=40), pid="p1", group="g")
     await conn.start()
     for i in range(100):
         await request_engine(conn, "promise.create", id=f"p{i}", timeoutAt=FAR, tags={"n": "1"})

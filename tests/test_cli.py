@@ -1,0 +1,120 @@
+"""The `mailgate` command as a user runs it: real subprocesses against a real `mailgate serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from processes import ROOT, Process, clean_env
+from smtp_sink import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def mailgate(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path):
+    result = mailgate("serve", env=clean_env(MAILGATE_DECISION_TTL="soon"))
+    assert result.returncode == 2
+    assert "MAILGATE_DECISION_TTL" in result.stderr
+
+
+def test_non_loopback_bind_needs_an_api_token(tmp_path: Path):
+    env = clean_env(MAILGATE_HTTP_HOST="0.0.0.0", MAILGATE_DATA_DIR=str(tmp_path))
+    result = mailgate("serve", env=env)
+    assert result.returncode == 2
+    assert "MAILGATE_API_TOKEN" in result.stderr
+
+
+def test_split_roles_need_resonate_url_and_secret(tmp_path: Path):
+    assert "RESONATE_URL" in mailgate("worker", env=clean_env()).stderr
+    result = mailgate("gateway", env=clean_env(RESONATE_URL="http://127.0.0.1:9"))
+    assert result.returncode == 2
+    assert "MAILGATE_SECRET" in result.stderr
+
+
+def test_config_check_masks_secrets():
+    result = mailgate(
+        "config-check", env=clean_env(MAILGATE_SECRET="s3cret-value", MAILGATE_SMTP_PASSWORD="pw1")
+    )
+    assert result.returncode == 0
+    assert "MAILGATE_SECRET=******" in result.stdout
+    assert "s3cret-value" not in result.stdout and "pw1" not in result.stdout
+    assert "MAILGATE_HTTP_PORT=9000" in result.stdout
+
+
+async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_server):
+    port = free_port()
+    env = clean_env(
+        MAILGATE_DATA_DIR=str(tmp_path / "data"),
+        MAILGATE_HTTP_PORT=str(port),
+        MAILGATE_SUMMARIZER="extractive",
+        MAILGATE_NOTIFIER="console",
+        MAILGATE_ALLOW_PRIVATE_URLS="1",
+        MAILGATE_API_TOKEN="tok",
+    )
+    serve = Process("serve", env, tmp_path / "serve.log")
+    serve.start()
+    try:
+        await serve.wait_http(f"http://127.0.0.1:{port}/healthz")
+        second = mailgate("serve", env=env)
+        assert second.returncode != 0
+        assert "lock" in (second.stderr + second.stdout).lower()
+
+        waiter = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "submit",
+            page_server.base + "/article",
+            "--to",
+            "alice@example.com",
+            "--wait",
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        request_id = (await waiter.stdout.readline()).decode().strip()
+        assert request_id.startswith("mg-")
+        async with httpx.AsyncClient(headers={"authorization": "Bearer tok"}) as client:
+            async with asyncio.timeout(30):
+                while (await client.get(f"http://127.0.0.1:{port}/requests/{request_id}")).json()[
+                    "state"
+                ] != "waiting":
+                    await asyncio.sleep(0.1)
+        assert "/decide/" in serve.output()
+
+        status = await asyncio.to_thread(mailgate, "status", request_id, env=env)
+        assert "waiting" in status.stdout
+        decided = await asyncio.to_thread(
+            mailgate, "decide", request_id, "approve", "--reason", "fine", env=env
+        )
+        assert decided.returncode == 0, decided.stderr
+        out, err = await asyncio.wait_for(waiter.communicate(), 30)
+        assert waiter.returncode == 0, err
+        assert "approved" in out.decode()
+        again = await asyncio.to_thread(mailgate, "decide", request_id, "reject", env=env)
+        assert again.returncode == 1 and "approved" in again.stderr
+        unauthorized = await asyncio.to_thread(
+            mailgate, "status", env={**env, "MAILGATE_API_TOKEN": "wrong"}
+        )
+        assert unauthorized.returncode == 1
+    finally:
+        assert serve.terminate() == 0
