@@ -9,6 +9,11 @@ if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
   exit 0
 fi
 
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "mailgate: install Chromium at /usr/bin/chromium and chromedriver at /usr/bin/chromedriver" >&2
+  exit 1
+fi
+
 run_as_root() {
   if [ "$(id -u)" -eq 0 ]; then
     "$@"
@@ -20,6 +25,6 @@ run_as_root() {
   fi
 }
 
-export DEBIAN_FRONTEND=noninteractive
 run_as_root apt-get update -qq
-run_as_root apt-get install -y -qq --no-install-recommends chromium chromium-driver
+run_as_root env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver

@@ -143,7 +143,8 @@ class Settings(BaseModel):
     allow_private_urls: Flag = Field(
         False,
         alias="MAILGATE_ALLOW_PRIVATE_URLS",
-        description="Allow loopback/private/link-local targets (SSRF guard off); for tests.",
+        description="Allow loopback/private/link-local targets; cloud metadata addresses stay "
+        "refused. For tests and internal pages.",
     )
     summarizer: Literal["auto", "ollama", "extractive"] = Field(
         "auto",

@@ -80,7 +80,9 @@ class CallbackSender:
             destination = await guard.check_url(url, allow_private=self.allow_private)
         except (BlockedUrl, HostNotFound) as exc:
             raise CallbackFailed(f"callback URL refused: {exc}") from exc
-        async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client:
+        async with httpx.AsyncClient(
+            timeout=self.timeout_s, follow_redirects=False, trust_env=False
+        ) as client:
             request = guard.pinned_request(
                 client,
                 "POST",

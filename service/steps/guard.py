@@ -99,24 +99,16 @@ async def check_url(
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise BlockedUrl(f"not a valid URL: {exc}") from exc
+    if not parsed.scheme:
+        raise BlockedUrl("the URL needs to start with http:// or https://")
     if parsed.scheme not in SCHEMES:
-        scheme = parsed.scheme or "no scheme"
-        raise BlockedUrl(f"only http and https URLs can be fetched, not {scheme}")
+        raise BlockedUrl(f"only http and https URLs can be fetched, not {parsed.scheme}")
     if not parsed.host:
         raise BlockedUrl("the URL has no host")
+    host = parsed.raw_host.decode("ascii")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return await check_host(
-        parsed, parsed.raw_host.decode("ascii"), port, allow_private=allow_private, resolve=resolve
-    )
-
-
-async def check_host(
-    url: httpx.URL, host: str, port: int, *, allow_private: bool, resolve: Resolver = system_resolve
-) -> Destination:
-    """The address check alone, for callers (a CONNECT proxy) that already split host and port."""
-    addresses = tuple(
-        dict.fromkeys(ipaddress.ip_address(a.split("%")[0]) for a in await resolve(host, port))
-    )
+    answers = await resolve(host, port)
+    addresses = tuple(dict.fromkeys(ipaddress.ip_address(a.split("%")[0]) for a in answers))
     if not addresses:
         raise HostNotFound(host)
     for ip in addresses:
@@ -124,7 +116,7 @@ async def check_host(
         if reason is not None:
             shown = host if host == str(ip) else f"{host} ({ip})"
             raise BlockedUrl(f"refusing to fetch {shown}: {reason}")
-    return Destination(url=url, host=host, port=port, addresses=addresses)
+    return Destination(url=parsed, host=host, port=port, addresses=addresses)
 
 
 def pinned_request(

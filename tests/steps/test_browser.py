@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.errors import BlockedUrl, HostNotFound
+from service.errors import BlockedUrl, HostNotFound, UnusablePage
 from service.steps.browser import BrowserFetcher, GuardedProxy
 from service.steps.guard import Destination, system_resolve
 
@@ -128,6 +128,27 @@ async def test_a_redirect_to_a_host_that_does_not_resolve_fails_at_once(
         await make_browser().fetch(start)
 
     assert page_server.hits["/go"] >= 1
+    assert sleeps == []
+
+
+@pytest.mark.browser
+async def test_unusable_pages_get_the_same_clear_errors_as_over_http(
+    make_browser: Callable[..., BrowserFetcher], page_server: Any, sleeps: Sleeps
+) -> None:
+    cases = {
+        page_server.add("/missing", "<p>no</p>", status=404): "127.0.0.1 answered 404",
+        page_server.add("/report", b"%PDF-1.7", content_type="application/pdf"): (
+            "127.0.0.1 sent application/pdf, not a web page"
+        ),
+        page_server.add("/blank", "<script>app()</script><nav>Home</nav>"): "no visible text",
+        page_server.add("/huge", "<p>" + "z" * 20_000 + "</p>"): "larger than 10000 bytes",
+    }
+    browser = make_browser(max_bytes=10_000)
+
+    for url, message in cases.items():
+        with pytest.raises(UnusablePage) as caught:
+            await browser.fetch(url)
+        assert message in str(caught.value)
     assert sleeps == []
 
 
