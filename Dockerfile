@@ -8,6 +8,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends chromium chromium-driver \
     && rm -rf /var/lib/apt/lists/*
 
+RUN groupadd --gid 10001 mailgate \
+    && useradd --uid 10001 --gid mailgate --create-home mailgate \
+    && mkdir -p /data \
+    && chown mailgate:mailgate /data
+
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -21,10 +26,7 @@ COPY service ./service
 COPY templates ./templates
 RUN --mount=type=cache,target=/root/.cache/pip pip install -e .
 
-RUN useradd --create-home --uid 10001 --user-group mailgate \
-    && mkdir -p /data \
-    && chown mailgate:mailgate /data
-USER mailgate
+USER 10001:10001
 VOLUME ["/data"]
 
 # gateway (MAILGATE_HTTP_PORT), reply listener (MAILGATE_INBOUND_PORT), `mailgate engine`

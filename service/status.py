@@ -47,5 +47,5 @@ class RequestView:
         body = asdict(self)
         body.pop("callback_url")
         for entry in body["rounds"]:
-            entry.pop("promise_id")
+            entry["round_id"] = entry.pop("promise_id")
         return body

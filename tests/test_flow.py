@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from support import PageServer, local, wait_for_state
 
 from service.testing import FakeOllama
@@ -125,3 +126,22 @@ async def test_bad_submissions_are_refused_with_a_reason(start_mailgate):
         response = await client.post("/requests", json=body)
         assert response.status_code == 422, body
         assert message in response.json()["error"], response.json()
+
+
+@pytest.mark.browser
+async def test_browser_fetcher_summarizes_script_written_text(
+    start_mailgate, page_server: PageServer
+):
+    page_server.add(
+        "/spa",
+        "<html><body><div id=app></div><script>document.getElementById('app').innerText ="
+        " 'Kelp forests grow up to half a metre a day. They shelter seals and otters.';"
+        "</script></body></html>",
+    )
+    mailgate = await start_mailgate(MAILGATE_FETCHER="browser")
+    body = {"url": page_server.base + "/spa", "email": "frank@example.com"}
+    request_id = (await mailgate.client.post("/requests", json=body)).json()["id"]
+    ask = await mailgate.notifier.wait_for(1, timeout=60)
+    assert "Kelp forests" in ask.summary
+    await mailgate.client.post(local(ask.decide_url), data={"verdict": "approve"})
+    await wait_for_state(mailgate.client, request_id, "approved")

@@ -1,0 +1,322 @@
+"""The person's new text: what they typed, without the quoted history or their signature.
+
+mail-parser-reply knows where an unquoted original begins — Outlook's "From:/Sent:" block in a
+dozen languages, "-----Original Message-----" — and cutting there is its job here. It reads a
+reply as "the text above the first header", though, so an answer typed between or under
+`>`-quoted lines comes back as the quote itself; it has no Portuguese; and its signature and
+disclaimer rules drop reasons that begin with "Thanks," or "Warning:". So, in order:
+
+1. `>`-quoted lines and the attribution lines that introduce them ("On … wrote:", "Am … schrieb
+   …:", "Em … escreveu:") are dropped, keeping whatever was typed between and under them, and
+   forward/original-message separators and phone signatures end the new text;
+2. mail-parser-reply cuts at the first unquoted header block;
+3. a signature is cut by narrow rules: "-- ", a closing line ("Thanks,", "Groeten,"), or a line
+   that is the sender's own name.
+
+HTML is turned into the same plain text first, with each quoting container (`blockquote`,
+Gmail's `gmail_quote`, Yahoo's `yahoo_quoted`) replaced by one `>` line so that step 1 treats it
+like any other quote.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from lxml import etree
+from lxml import html as lxml_html
+from mailparser_reply.constants import MAIL_LANGUAGES
+from mailparser_reply.parser import EmailMessage
+
+HEADER_LANGUAGES = tuple(lang for lang in MAIL_LANGUAGES if lang not in {"pl", "david"})
+"""mail-parser-reply's languages for header blocks. Polish takes a single "Do:" or "Data:" line
+for a header, which cuts ordinary sentences; "david" is one vendor's format."""
+
+_MAX_ATTRIBUTION_LINES = 3
+_MAX_ATTRIBUTION_CHARS = 400
+_QUOTE_MARK = ">"
+
+_QUOTED = re.compile(r"^\s*>")
+_SIGNATURE_DASHES = re.compile(r"^(?:--|—|–)[ \t]*(?:\S.{0,40})?$")
+_ATTRIBUTION_VERB = re.compile(
+    r"""\b(?:wrote|writes|schrieb|a\s+écrit|écrit|escribió|escreveu|schreef|ha\s+scritto|skrev
+    |kirjoitti|napisał|napsal|написал|написала)\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_SHORT_ATTRIBUTION = re.compile(
+    r"^.{1,80}\b(?:wrote|schrieb|a\s+écrit|escribió|escreveu|schreef|ha\s+scritto|skrev)\s*:$",
+    re.IGNORECASE,
+)
+_ATTRIBUTION_START = re.compile(
+    r"^(?:quoting|zitat\s+von|citando|citation\s+de|citeren)\b.*:\s*$", re.IGNORECASE
+)
+_SEPARATOR = re.compile(r"^\s*(?:-{2,}\s*[^-\s].{0,60}?\s*-{2,}|_{8,}|[-=]{20,})\s*$")
+_FORWARD_INTRO = re.compile(
+    r"""^\s*(?:begin\s+forwarded\s+message|anfang\s+der\s+weitergeleiteten\s+nachricht
+    |début\s+du\s+message\s+réexpédié|inicio\s+del\s+mensaje\s+reenviado
+    |início\s+da\s+mensagem\s+(?:reencaminhada|encaminhada)|begin\s+doorgestuurd\s+bericht)\s*:""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_PHONE_SIGNATURE = re.compile(
+    r"""^\s*(?:sent\s+(?:from|with|via)\s|get\s+outlook\s+for\s|envoyé\s+de\s+mon\s
+    |von\s+meinem\s.{1,40}\s+gesendet|gesendet\s+von\s|enviado\s+desde\s+mi\s
+    |enviado\s+d[eo]\s+meu\s|verzonden\s+(?:vanaf|met)\s|verstuurd\s+vanaf\s|inviato\s+da\s
+    |skickat\s+från\s|sendt\s+fra\s).{0,60}$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_PLACEHOLDER = re.compile(r"^\s*(?:\[(?:cid|image):[^\]]*\]|<image\d*\.\w+>)\s*$", re.IGNORECASE)
+_CLOSING = re.compile(
+    r"""^\s*(?:thanks|thank\s+you|many\s+thanks|cheers|best|best\s+regards|kind\s+regards
+    |regards|warm\s+regards|all\s+the\s+best|br|greetings|sincerely|yours
+    |viele\s+grüße|schöne\s+grüße|liebe\s+grüße|beste\s+grüße|herzliche\s+grüße|grüße|gruß
+    |mit\s+freundlichen\s+grüßen|mfg|lg|vg|danke|cordialement|bien\s+à\s+vous|amitiés|merci
+    |bonne\s+journée|saludos|un\s+saludo|atentamente|gracias|un\s+abrazo|groeten
+    |met\s+vriendelijke\s+groet(?:en)?|vriendelijke\s+groet(?:en)?|hartelijke\s+groet(?:en)?
+    |mvg|bedankt|obrigad[oa]|abraços?|atenciosamente|cumprimentos|att|saudações|grazie
+    |cordiali\s+saluti|saluti)[\s,.!]*(?:\S+(?:\s+\S+)?)?\s*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+_BLOCKS = frozenset(
+    "address article aside center dd div dl dt footer form h1 h2 h3 h4 h5 h6 header hr li "
+    "main nav ol p pre section table tbody td tfoot th thead tr ul".split()
+)
+_PARAGRAPHS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
+_INVISIBLE = frozenset({"head", "style", "script", "title", "template", "noscript", "xml"})
+_QUOTE_CONTAINERS = etree.XPath(
+    "//blockquote"
+    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' gmail_quote ')]"
+    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' yahoo_quoted ')]"
+)
+_HISTORY_STARTS = etree.XPath(
+    "//*[@id='divRplyFwdMsg' or @id='appendonsend' or @id='zwchr' or @id='stopSpelling']"
+    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' moz-forward-container ')]"
+)
+_SIGNATURES = etree.XPath(
+    "//*[@id='Signature' or @id='signature']"
+    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' gmail_signature ')]"
+    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' moz-signature ')]"
+)
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")
+_SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
+
+
+def new_text(body: str, *, names: Sequence[str] = ()) -> str:
+    """The text the sender typed into this reply. ``names`` are how they sign (display name)."""
+    lines = _unquoted(body.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    above_history = _above_header_block("\n".join(lines))
+    signed = _without_signature(above_history.split("\n"), names)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in signed)).strip()
+
+
+def unflow(text: str, *, delsp: bool) -> str:
+    """Join the soft line breaks of a ``format=flowed`` body (RFC 3676)."""
+    out: list[str] = []
+    pending: tuple[int, str] | None = None
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        depth = len(raw) - len(raw.lstrip(">"))
+        line = raw[depth:]
+        if line.startswith(" "):
+            line = line[1:]
+        if pending is not None and pending[0] == depth:
+            line = pending[1] + line
+        elif pending is not None:
+            out.append(_QUOTE_MARK * pending[0] + (" " if pending[0] else "") + pending[1])
+        pending = None
+        if line.endswith(" ") and line != "-- ":
+            pending = (depth, line[:-1] if delsp else line)
+            continue
+        out.append(_QUOTE_MARK * depth + (" " if depth else "") + line)
+    if pending is not None:
+        out.append(_QUOTE_MARK * pending[0] + (" " if pending[0] else "") + pending[1])
+    return "\n".join(out)
+
+
+def html_to_text(markup: str) -> str:
+    """Readable text of an HTML body, each quoting container reduced to one ``>`` line."""
+    cleaned = _CONTROL.sub("", _XML_DECLARATION.sub("", markup))
+    try:
+        root = lxml_html.document_fromstring(cleaned)
+    except (etree.ParserError, ValueError):
+        return ""
+    for node in root.xpath("//comment() | //processing-instruction()"):
+        _remove(node)
+    for node in _HISTORY_STARTS(root):
+        if _attached(node, root):
+            _remove_from(node)
+    for node in _SIGNATURES(root):
+        if _attached(node, root):
+            _remove(node)
+    for node in _QUOTE_CONTAINERS(root):
+        if _attached(node, root):
+            _replace_with_quote_mark(node)
+    return _render(root)
+
+
+# --- plain text ----------------------------------------------------------------------------------
+
+
+def _unquoted(lines: list[str]) -> list[str]:
+    """Drop quoted lines and their attribution; stop where unquoted history begins."""
+    kept: list[str] = []
+    at = 0
+    while at < len(lines):
+        line = lines[at]
+        if _QUOTED.match(line):
+            at += 1
+            continue
+        if _ends_new_text(line):
+            break
+        span = _attribution_span(lines, at)
+        if span:
+            following = next((x for x in lines[at + span :] if x.strip()), None)
+            if following is None or not _QUOTED.match(following):
+                break
+            at += span
+            continue
+        if not _PLACEHOLDER.match(line):
+            kept.append(line)
+        at += 1
+    return kept
+
+
+def _ends_new_text(line: str) -> bool:
+    return bool(
+        line.rstrip() == "--"
+        or _SEPARATOR.match(line)
+        or _FORWARD_INTRO.match(line)
+        or _PHONE_SIGNATURE.match(line)
+    )
+
+
+def _attribution_span(lines: list[str], at: int) -> int:
+    """How many lines (1-3) an attribution starting here spans, or 0 if none starts here.
+
+    Clients wrap a long "On <date>, <name> <address> wrote:" over two or three lines; a line
+    that ends a sentence, or a blank line, is never part of one.
+    """
+    joined = ""
+    for span in range(1, _MAX_ATTRIBUTION_LINES + 1):
+        if at + span > len(lines):
+            return 0
+        line = lines[at + span - 1].strip()
+        if not line or _QUOTED.match(line) or joined.endswith((".", "!", "?")):
+            return 0
+        joined = f"{joined} {line}".strip()
+        if len(joined) > _MAX_ATTRIBUTION_CHARS:
+            return 0
+        if _is_attribution(joined):
+            return span
+    return 0
+
+
+def _is_attribution(line: str) -> bool:
+    if not line.endswith(":"):
+        return False
+    if _ATTRIBUTION_START.match(line) or _SHORT_ATTRIBUTION.match(line):
+        return True
+    verb = _ATTRIBUTION_VERB.search(line)
+    return verb is not None and bool(re.search(r"\d|@", line))
+
+
+def _above_header_block(text: str) -> str:
+    """The text above the first unquoted header block, as mail-parser-reply finds it."""
+    replies = EmailMessage(text=text, languages=list(HEADER_LANGUAGES)).read().replies
+    first = replies[0] if replies else None
+    if first is None or first.headers:
+        return ""
+    return first.content
+
+
+def _without_signature(lines: list[str], names: Sequence[str]) -> list[str]:
+    own_names = {n.casefold() for n in names if n.strip()}
+    seen_text = False
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if seen_text and (
+            _SIGNATURE_DASHES.match(stripped)
+            or _CLOSING.match(stripped)
+            or stripped.lstrip("-–—~ ").casefold() in own_names
+        ):
+            return lines[:index]
+        seen_text = seen_text or bool(stripped)
+    return lines
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+
+def _attached(node: etree._Element, root: etree._Element) -> bool:
+    return any(ancestor is root for ancestor in node.iterancestors())
+
+
+def _remove(node: etree._Element) -> None:
+    parent = node.getparent()
+    if parent is None:
+        return
+    tail = node.tail
+    previous = node.getprevious()
+    parent.remove(node)
+    if tail:
+        if previous is not None:
+            previous.tail = (previous.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+
+
+def _remove_from(node: etree._Element) -> None:
+    """Remove the node and everything after it in document order."""
+    current: etree._Element | None = node
+    while current is not None and current.getparent() is not None:
+        while (following := current.getnext()) is not None:
+            current.getparent().remove(following)
+        current.tail = None
+        current = current.getparent()
+    parent = node.getparent()
+    if parent is not None:
+        parent.remove(node)
+
+
+def _replace_with_quote_mark(node: etree._Element) -> None:
+    parent = node.getparent()
+    if parent is None:
+        return
+    mark = etree.Element("div")
+    mark.text = _QUOTE_MARK
+    mark.tail = node.tail
+    parent.replace(node, mark)
+
+
+def _render(root: etree._Element) -> str:
+    chunks: list[str] = []
+
+    def newlines(wanted: int) -> None:
+        present = 0
+        for chunk in reversed(chunks):
+            if chunk.strip(" "):
+                if chunk.strip("\n"):
+                    break
+                present += len(chunk)
+        chunks.append("\n" * max(0, wanted - present))
+
+    hidden = 0
+    for event, node in etree.iterwalk(root, events=("start", "end")):
+        tag = node.tag if isinstance(node.tag, str) else ""
+        if tag in _INVISIBLE:
+            hidden += 1 if event == "start" else -1
+        elif hidden:
+            continue
+        elif event == "start":
+            if tag == "br":
+                chunks.append("\n")
+            elif tag in _BLOCKS:
+                newlines(1)
+            chunks.append(_SPACES.sub(" ", node.text or ""))
+            continue
+        elif tag in _BLOCKS:
+            newlines(2 if tag in _PARAGRAPHS else 1)
+        if event == "end" and not hidden and node.tail:
+            chunks.append(_SPACES.sub(" ", node.tail))
+    lines = (line.strip() for line in "".join(chunks).split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
