@@ -79,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     _gateway_option(decide)
     decide.set_defaults(run=_decide)
 
+    reply_test = sub.add_parser(
+        "reply-test", help="reply to a waiting request as its approver would, by SMTP"
+    )
+    reply_test.add_argument("id")
+    reply_test.add_argument("answer", choices=["yes", "no"])
+    reply_test.add_argument("reason", nargs="?", default="")
+    _gateway_option(reply_test)
+    reply_test.set_defaults(run=_reply_test)
+
     mail_test = sub.add_parser("mail-test", help="send a sample request email")
     mail_test.add_argument("--to", required=True, metavar="ADDRESS")
     mail_test.set_defaults(run=_mail_test)
@@ -245,6 +254,51 @@ def _decide(args: argparse.Namespace, settings: config.Settings) -> int:
         print(f"mailgate: {_error(response)}", file=sys.stderr)
         return 1
     print(f"{args.id}: {args.verdict} recorded")
+    return 0
+
+
+def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
+    """MailHog cannot reply, so this plays the approver's mail client against the listener."""
+    from service.mail.replies import compose_reply
+
+    if settings.reply_domain is None:
+        raise ConfigError("reply-test needs MAILGATE_REPLY_DOMAIN (replies go to reply+<token>@it)")
+    with _client(args, settings) as client:
+        response = _call(client, "GET", f"/requests/{args.id}")
+    if response.status_code != 200:
+        print(f"mailgate: {_error(response)}", file=sys.stderr)
+        return 1
+    view = response.json()
+    waiting = [r for r in view["rounds"] if r["decision"] is None and r["round_id"]]
+    if view["state"] != "waiting" or not waiting:
+        print(f"mailgate: {args.id} is {view['state']}, not waiting for a reply", file=sys.stderr)
+        return 1
+    message = compose_reply(
+        view,
+        waiting[-1],
+        answer=f"{args.answer.capitalize()}. {args.reason}".strip(),
+        secrets=secrets_for(settings),
+        reply_domain=settings.reply_domain,
+        our_sender=settings.mail_from,
+    )
+    host = health.local_host(settings.inbound_host)
+
+    async def send() -> None:
+        import aiosmtplib
+
+        await aiosmtplib.send(message, hostname=host, port=settings.inbound_port)
+
+    try:
+        asyncio.run(send())
+    except Exception as exc:  # report any SMTP failure to the operator as it is
+        print(
+            f"mailgate: the listener at {host}:{settings.inbound_port} refused: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"replied {args.answer!r} to {args.id} as {view['approver']} via smtp://{host}:{settings.inbound_port}"
+    )
     return 0
 
 

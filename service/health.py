@@ -16,18 +16,18 @@ TIMEOUT_S = 5.0
 def check(role: str, settings: Settings) -> str | None:
     """None when the role answers, else what failed."""
     if role in ("serve", "gateway"):
-        return _http(f"http://{_local(settings.http_host)}:{settings.http_port}/healthz")
+        return _http(f"http://{local_host(settings.http_host)}:{settings.http_port}/healthz")
     if role == "inbox":
-        return _smtp(_local(settings.inbound_host), settings.inbound_port)
+        return _smtp(local_host(settings.inbound_host), settings.inbound_port)
     if role == "engine":
-        return _tcp(_local(settings.engine_host), settings.engine_port)
+        return _tcp(local_host(settings.engine_host), settings.engine_port)
     if settings.resonate_url is None:
         return "RESONATE_URL is not set"
     parts = urlsplit(settings.resonate_url)
     return _tcp(parts.hostname or "127.0.0.1", parts.port or 8001)
 
 
-def _local(host: str) -> str:
+def local_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
 
 

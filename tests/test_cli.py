@@ -118,3 +118,57 @@ async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_serv
         assert unauthorized.returncode == 1
     finally:
         assert serve.terminate() == 0
+
+
+async def test_reply_test_plays_the_approver(tmp_path: Path, page_server):
+    port, inbound = free_port(), free_port()
+    env = clean_env(
+        MAILGATE_DATA_DIR=str(tmp_path / "data"),
+        MAILGATE_HTTP_PORT=str(port),
+        MAILGATE_INBOUND_PORT=str(inbound),
+        MAILGATE_REPLY_DOMAIN="mailgate.test",
+        MAILGATE_SUMMARIZER="extractive",
+        MAILGATE_NOTIFIER="console",
+        MAILGATE_ALLOW_PRIVATE_URLS="1",
+    )
+    serve = Process("serve", env, tmp_path / "serve.log")
+    serve.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await serve.wait_http(base + "/healthz")
+        submitted = await asyncio.to_thread(
+            mailgate, "submit", page_server.base + "/article", "--to", "alice@example.com", env=env
+        )
+        request_id = submitted.stdout.strip()
+        async with httpx.AsyncClient(base_url=base) as client:
+            await _wait_rounds(client, request_id, 1)
+            no = await asyncio.to_thread(
+                mailgate, "reply-test", request_id, "no", "Mention the crabs.", env=env
+            )
+            assert no.returncode == 0, no.stderr
+            await _wait_rounds(client, request_id, 2)
+            yes = await asyncio.to_thread(mailgate, "reply-test", request_id, "yes", env=env)
+            assert yes.returncode == 0, yes.stderr
+            async with asyncio.timeout(30):
+                while (view := (await client.get(f"/requests/{request_id}")).json())[
+                    "state"
+                ] != "approved":
+                    await asyncio.sleep(0.1)
+        assert [(r["decision"], r["via"]) for r in view["rounds"]] == [
+            ("reject", "reply"),
+            ("approve", "reply"),
+        ]
+        assert view["rounds"][0]["reason"] == "Mention the crabs."
+        late = await asyncio.to_thread(mailgate, "reply-test", request_id, "no", env=env)
+        assert late.returncode == 1 and "approved" in late.stderr
+    finally:
+        serve.terminate()
+
+
+async def _wait_rounds(client: httpx.AsyncClient, request_id: str, count: int) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            view = (await client.get(f"/requests/{request_id}")).json()
+            if view["state"] == "waiting" and len(view["rounds"]) == count:
+                return
+            await asyncio.sleep(0.1)

@@ -9,7 +9,6 @@ the other side serves, and that every setting the files mention is documented in
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import re
@@ -24,6 +23,7 @@ from dockerfile_parse import DockerfileParser
 from jsonschema import Draft7Validator
 
 from service import config
+from service.engine import store
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "compose-spec.json"
@@ -50,7 +50,7 @@ def mailgate_services(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def env_example() -> dict[str, str]:
-    pairs = {}
+    pairs: dict[str, str] = {}
     for line in ENV_EXAMPLE.read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
@@ -80,8 +80,9 @@ def container_ports(service: dict[str, Any]) -> set[int]:
 
 
 def image_tag(image: str) -> tuple[str, str]:
-    name, _, tag = image.rpartition(":")
-    return (name, tag) if "/" not in tag else (image, "")
+    """(repository, tag), the tag empty when there is none (``host:5000/name`` has none)."""
+    name, colon, tag = image.rpartition(":")
+    return (name, tag) if colon and "/" not in tag else (image, "")
 
 
 # ── the schema ─────────────────────────────────────────────────────────────
@@ -101,7 +102,7 @@ def test_compose_file_matches_the_compose_specification(
 
 
 def test_the_schema_rejects_a_misspelled_service_key(validator: Draft7Validator) -> None:
-    broken = copy.deepcopy(load(SPLIT))
+    broken = load(SPLIT)
     broken["services"]["worker"]["restrat"] = broken["services"]["worker"].pop("restart")
     errors = list(validator.iter_errors(broken))
     assert any("restrat" in e.message for e in errors)
@@ -160,8 +161,10 @@ def test_resonate_is_the_rust_server_that_speaks_the_sdks_protocol() -> None:
     assert "postgres-data:/var/lib/postgresql/data" in services(SPLIT)["postgres"]["volumes"]
 
 
-def test_the_deploy_docs_name_the_pinned_resonate_image() -> None:
-    assert services(SPLIT)["resonate"]["image"] in (ROOT / "docs" / "deploy.md").read_text()
+def test_the_deploy_docs_name_the_pinned_image_and_the_file_to_back_up() -> None:
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert services(SPLIT)["resonate"]["image"] in docs
+    assert f"MAILGATE_DATA_DIR/engine/{store.DB_FILE}" in docs
 
 
 @pytest.mark.parametrize("path", [SPLIT, EMBEDDED], ids=lambda p: p.name)
