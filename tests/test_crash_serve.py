@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from email.message import EmailMessage
 from pathlib import Path
 
+import aiosmtplib
 import httpx
 import pytest
 from processes import Process, clean_env
@@ -136,3 +138,53 @@ async def _wait_state(client: httpx.AsyncClient, request_id: str, state: str) ->
             if body["state"] == state:
                 return body
             await asyncio.sleep(0.1)
+
+
+async def test_reply_acknowledged_then_killed_is_not_lost(tmp_path: Path, start_sink, page_server):
+    """SIGKILL right after the listener's 250 for a "yes": the restart completes approved."""
+    sink = await start_sink()
+    port, inbound = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    serve = Process(
+        "serve",
+        clean_env(
+            MAILGATE_DATA_DIR=str(tmp_path / "data"),
+            MAILGATE_HTTP_PORT=str(port),
+            MAILGATE_PUBLIC_URL=base,
+            MAILGATE_SUMMARIZER="extractive",
+            MAILGATE_NOTIFIER="smtp",
+            MAILGATE_SMTP_PORT=str(sink.port),
+            MAILGATE_FROM="Mailgate <mailgate@mailgate.test>",
+            MAILGATE_REPLY_DOMAIN="mailgate.test",
+            MAILGATE_INBOUND_PORT=str(inbound),
+            MAILGATE_ALLOW_PRIVATE_URLS="1",
+            MAILGATE_SECRET="crash-secret",
+            MAILGATE_LEASE_TTL="3s",
+        ),
+        tmp_path / "serve.log",
+    )
+    client = httpx.AsyncClient(base_url=base, timeout=10)
+    try:
+        serve.start()
+        await serve.wait_http(base + "/healthz")
+        body = {"url": page_server.base + "/article", "email": "alice@example.com"}
+        request_id = (await client.post("/requests", json=body)).json()["id"]
+        await _until(lambda: len(sink.received) >= 1)
+        request = sink.received[0].message
+        reply = EmailMessage()
+        reply["From"] = "alice@example.com"
+        reply["To"] = request["Reply-To"]
+        reply["Subject"] = "Re: " + request["Subject"]
+        reply["In-Reply-To"] = request["Message-ID"]
+        reply.set_content("Yes, ship it.")
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=inbound) as smtp:
+            errors, answer = await smtp.send_message(reply)
+            assert errors == {} and answer.startswith("OK")
+            serve.kill()
+        serve.start()
+        await serve.wait_http(base + "/healthz")
+        state = await _wait_state(client, request_id, "approved")
+    finally:
+        await client.aclose()
+        serve.terminate()
+    assert state["rounds"][0]["via"] == "reply"

@@ -83,7 +83,7 @@ async def submit(request: Request) -> Response:
     )
     if result.created:
         gw.metrics.requests.labels("submitted").inc()
-    status_url = str(request.url_for("request_status", request_id=result.id))
+    status_url = f"{gw.public_url.rstrip('/')}/requests/{result.id}"
     logger.info("request %s %s", result.id, "started" if result.created else "already known")
     return JSONResponse(
         {"id": result.id, "status_url": status_url, "created": result.created},
@@ -196,7 +196,7 @@ async def decide_commit(request: Request) -> Response:
 async def dashboard(request: Request) -> Response:
     gw = gateway(request)
     if not gw.api_allowed(request):
-        return RedirectResponse(request.url_for("login"), status_code=303)
+        return RedirectResponse("/login", status_code=303)
     views = await requests.listing(gw.resonate, gw.progress)
     return gw.render(request, "dashboard.html", {"views": views})
 
@@ -204,14 +204,14 @@ async def dashboard(request: Request) -> Response:
 async def login(request: Request) -> Response:
     gw = gateway(request)
     if gw.api_token is None:
-        return RedirectResponse(request.url_for("dashboard"), status_code=303)
+        return RedirectResponse("/", status_code=303)
     if request.method == "GET":
         return gw.render(request, "login.html", {"failed": False})
     form = await request.form()
     candidate = str(form.get("token", ""))
     if not auth.token_matches(candidate, gw.api_token):
         return gw.render(request, "login.html", {"failed": True}, status_code=401)
-    response = RedirectResponse(request.url_for("dashboard"), status_code=303)
+    response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         auth.SESSION_COOKIE,
         tokens.sign_session("dashboard", secrets=gw.secrets, now_ms=gw.clock()),

@@ -1,0 +1,142 @@
+"""Reply accepted → workflow resumed: latency (p50/p99) and sustained replies/s, in one run.
+
+Runs Mailgate in-process on the durable embedded engine (SQLite, synchronous=FULL) with a fake
+Ollama and an SMTP sink on loopback, starts N requests, then answers them by SMTP:
+  1. one at a time, timing from the listener's 250 to the workflow's completion (the root
+     promise settling, observed through the SDK's own subscription);
+  2. a second batch of N with 10 concurrent SMTP clients, for replies/s.
+
+    .venv/bin/python bench/inbox.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+import httpx
+from aiosmtpd.smtp import SMTP
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service import config  # noqa: E402
+from service.app import Mailgate, Roles  # noqa: E402
+from service.testing import FakeOllama, LoopbackServer  # noqa: E402
+
+PAGE = "<html><body><p>Tide pools keep sea water at low tide.</p><p>They shelter crabs.</p></body></html>"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+
+def _yes(request: EmailMessage) -> EmailMessage:
+    reply = EmailMessage()
+    reply["From"] = request["To"]
+    reply["To"] = request["Reply-To"]
+    reply["Subject"] = "Re: " + request["Subject"]
+    reply["In-Reply-To"] = request["Message-ID"]
+    reply.set_content("Yes, approved.\n\nOn Tue, Mailgate wrote:\n> summary")
+    return reply
+
+
+async def _batch(app: Mailgate, web: httpx.AsyncClient, sink: Sink, tag: str, n: int, pages: str) -> list[tuple[str, EmailMessage]]:
+    start = len(sink.messages)
+    ids = []
+    for i in range(n):
+        body = {"url": f"{pages}/{tag}/{i}", "email": f"approver{i}@example.com"}
+        ids.append((await web.post("/requests", json=body)).json()["id"])
+    while len(sink.messages) < start + n:
+        await asyncio.sleep(0.02)
+    by_url = {m["Subject"].rsplit(" ", 1)[-1]: m for m in sink.messages[start:]}
+    return [(rid, by_url[f"{pages}/{tag}/{i}"]) for i, rid in enumerate(ids)]
+
+
+async def main(n: int) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    async def page(_request) -> HTMLResponse:  # noqa: ANN001
+        return HTMLResponse(PAGE)
+
+    pages_server = LoopbackServer(Starlette(routes=[Route("/{path:path}", page)]))
+    pages_server.start()
+    sink = Sink()
+    loop = asyncio.get_running_loop()
+    smtp = await loop.create_server(lambda: SMTP(sink), "127.0.0.1", 0)
+    smtp_port = smtp.sockets[0].getsockname()[1]
+    with FakeOllama() as fake, tempfile.TemporaryDirectory() as data:
+        settings = config.load(
+            {
+                "MAILGATE_DATA_DIR": data,
+                "MAILGATE_HTTP_PORT": "0",
+                "MAILGATE_INBOUND_PORT": "0",
+                "MAILGATE_SUMMARIZER": "ollama",
+                "OLLAMA_HOST": fake.url,
+                "MAILGATE_NOTIFIER": "smtp",
+                "MAILGATE_SMTP_PORT": str(smtp_port),
+                "MAILGATE_REPLY_DOMAIN": "mailgate.test",
+                "MAILGATE_FROM": "Mailgate <mailgate@mailgate.test>",
+                "MAILGATE_ALLOW_PRIVATE_URLS": "1",
+                "MAILGATE_SECRET": "bench",
+                "MAILGATE_LOG_LEVEL": "WARNING",
+            }
+        )
+        app = Mailgate(settings, Roles(worker=True, gateway=True, inbox=True))
+        await app.start()
+        web = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=60)
+        try:
+            latencies = []
+            for request_id, request in await _batch(app, web, sink, "serial", n, pages_server.url):
+                handle = await app.resonate.get(request_id)
+                async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.inbox.port) as client:
+                    await client.send_message(_yes(request))
+                    accepted = time.perf_counter()
+                await handle.result()
+                latencies.append((time.perf_counter() - accepted) * 1000)
+
+            batch = await _batch(app, web, sink, "burst", n, pages_server.url)
+            handles = [await app.resonate.get(rid) for rid, _ in batch]
+            queue: asyncio.Queue[EmailMessage] = asyncio.Queue()
+            for _, request in batch:
+                queue.put_nowait(_yes(request))
+
+            async def sender() -> None:
+                async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.inbox.port) as client:
+                    while not queue.empty():
+                        await client.send_message(queue.get_nowait())
+
+            started = time.perf_counter()
+            await asyncio.gather(*(sender() for _ in range(10)))
+            accepted_s = time.perf_counter() - started
+            await asyncio.gather(*(h.result() for h in handles))
+            resumed_s = time.perf_counter() - started
+        finally:
+            await web.aclose()
+            await app.stop()
+            smtp.close()
+            pages_server.stop()
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"replies: {n} one at a time, then {n} over 10 concurrent SMTP clients")
+    print(f"reply accepted -> workflow resumed and completed: p50 {statistics.median(latencies):.1f} ms, "
+          f"p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
+    print(f"sustained: {n / accepted_s:.0f} replies/s accepted (250), "
+          f"{n / resumed_s:.0f} replies/s through to completed workflows")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))
