@@ -79,3 +79,16 @@ class Process:
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.1)
+
+
+async def wait_tcp(port: int, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
