@@ -23,9 +23,11 @@ from datetime import timedelta
 from typing import Any
 
 import uvicorn
+from resonate.error import ServerError
 from resonate.resonate import Resonate
 from resonate.retry import Never
 from resonate.timing import now_ms
+from resonate_base.error import ConnectorError
 
 from service import engine, workflow
 from service.config import Settings
@@ -185,6 +187,8 @@ class Mailgate:
             )
         self.resonate = resonate
         workflow.register(resonate)
+        if self.connection is None:
+            await self._wait_for_engine(resonate)
         if self.roles.worker:
             resonate.with_dependency(await self._deps(secrets))
         resonate.start()
@@ -192,6 +196,30 @@ class Mailgate:
             await self._serve_http(resonate, secrets)
         if self.roles.inbox:
             await self._listen_smtp(resonate, secrets)
+
+    async def _wait_for_engine(self, resonate: Resonate) -> None:
+        """A split role may start before its engine: wait, saying so, instead of failing."""
+        delay = 0.5
+        while True:
+            try:
+                await resonate.promises.get("mailgate-readiness-probe")
+            except ServerError as exc:
+                if exc.code == 404:
+                    break
+                problem = str(exc)
+            except ConnectorError as exc:
+                problem = str(exc)
+            else:
+                break
+            logger.warning(
+                "waiting for the engine at %s (%s); retrying in %.1fs",
+                self.settings.resonate_url,
+                problem,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        logger.info("engine at %s is reachable", self.settings.resonate_url)
 
     async def stop(self) -> None:
         if self.inbox is not None:

@@ -172,3 +172,43 @@ async def _wait_rounds(client: httpx.AsyncClient, request_id: str, count: int) -
             if view["state"] == "waiting" and len(view["rounds"]) == count:
                 return
             await asyncio.sleep(0.1)
+
+
+async def test_split_role_waits_for_the_engine(tmp_path: Path):
+    engine_port, http_port = free_port(), free_port()
+    env = clean_env(
+        RESONATE_URL=f"http://127.0.0.1:{engine_port}",
+        MAILGATE_SECRET="s",
+        MAILGATE_HTTP_PORT=str(http_port),
+        MAILGATE_ENGINE_PORT=str(engine_port),
+        MAILGATE_DATA_DIR=str(tmp_path / "engine"),
+    )
+    gateway = Process("gateway", env, tmp_path / "gateway.log")
+    engine = Process("engine", env, tmp_path / "engine.log")
+    gateway.start()
+    try:
+        async with asyncio.timeout(20):
+            while "waiting for the engine" not in gateway.output():
+                await asyncio.sleep(0.1)
+        engine.start()
+        await gateway.wait_http(f"http://127.0.0.1:{http_port}/readyz", timeout=30)
+        assert "is reachable" in gateway.output()
+    finally:
+        assert gateway.terminate() == 0
+        assert engine.terminate() == 0
+
+
+async def test_mail_test_sends_a_sample_through_the_configured_server(start_sink):
+    sink = await start_sink()
+    env = clean_env(MAILGATE_SMTP_PORT=str(sink.port), MAILGATE_FROM="Mailgate <m@mailgate.test>")
+    sent = await asyncio.to_thread(mailgate, "mail-test", "--to", "ops@example.com", env=env)
+    assert sent.returncode == 0, sent.stderr
+    assert sink.received[0].message["To"] == "ops@example.com"
+    down = await asyncio.to_thread(
+        mailgate,
+        "mail-test",
+        "--to",
+        "ops@example.com",
+        env={**env, "MAILGATE_SMTP_PORT": str(free_port())},
+    )
+    assert down.returncode == 1 and "NOT sent" in down.stderr

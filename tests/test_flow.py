@@ -67,6 +67,7 @@ async def test_reject_with_reason_then_approve(
     assert replay.json()["decision"]["verdict"] == "approve"
     assert (await client.get(f"/requests/{request_id}")).json()["state"] == "approved"
 
+    assert (await client.get("/readyz")).json() == {"ready": True}
     metrics = (await client.get("/metrics")).text
     assert 'mailgate_decisions_total{verdict="reject",via="link"} 1.0' in metrics
     assert 'mailgate_decisions_total{verdict="approve",via="link"} 1.0' in metrics

@@ -1,0 +1,66 @@
+"""The layer rules of the code base, checked by walking imports: cheap, and keeps them true."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SERVICE = Path(__file__).resolve().parents[1] / "service"
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def _modules(*parts: str) -> list[Path]:
+    base = SERVICE.joinpath(*parts)
+    return sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+
+
+def _violations(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path.relative_to(SERVICE.parent)} imports {name}"
+        for path in paths
+        for name in sorted(_imports(path))
+        if name.startswith(forbidden)
+    ]
+
+
+def test_domain_and_errors_import_nothing_of_service():
+    assert _violations(_modules("domain") + _modules("errors"), ("service",)) == []
+
+
+def test_steps_know_nothing_of_resonate():
+    assert _violations(_modules("steps"), ("resonate",)) == []
+
+
+def test_transports_do_not_reach_into_the_workflow_engine_or_steps():
+    paths = _modules("gateway") + _modules("inbox")
+    assert _violations(paths, ("service.workflow", "service.engine", "service.steps")) == []
+
+
+def test_engine_does_not_know_the_product():
+    forbidden = ("service.domain", "service.workflow", "service.steps", "service.gateway")
+    assert _violations(_modules("engine"), forbidden) == []
+
+
+def test_sdk_internals_stay_in_the_engine():
+    outside = [p for p in SERVICE.rglob("*.py") if "engine" not in p.parts]
+    assert _violations(outside, ("resonate.connections",)) == []
+
+
+def test_only_the_composition_root_and_cli_read_config():
+    allowed = {SERVICE / "app.py", SERVICE / "cli.py", SERVICE / "config.py", SERVICE / "health.py"}
+    paths = [p for p in SERVICE.rglob("*.py") if p not in allowed]
+    assert _violations(paths, ("service.config",)) == []
+
+
+def test_nothing_in_service_imports_the_test_fakes():
+    paths = [p for p in SERVICE.rglob("*.py") if p.name != "testing.py"]
+    assert _violations(paths, ("service.testing",)) == []
