@@ -9,7 +9,9 @@ disclaimer rules drop reasons that begin with "Thanks," or "Warning:". So, in or
 1. `>`-quoted lines and the attribution lines that introduce them ("On … wrote:", "Am … schrieb
    …:", "Em … escreveu:") are dropped, keeping whatever was typed between and under them, and
    forward/original-message separators and phone signatures end the new text;
-2. mail-parser-reply cuts at the first unquoted header block;
+2. mail-parser-reply's header-block patterns cut at the first unquoted original (only those
+   patterns are used: its "wrote:" patterns span lines and its whole-message reader can take
+   minutes on crafted input, see HEADER_LINE_CHARS);
 3. a signature is cut by narrow rules: "-- ", a closing line ("Thanks,", "Groeten,"), or a line
    that is the sender's own name.
 
@@ -25,12 +27,26 @@ from collections.abc import Sequence
 
 from lxml import etree
 from lxml import html as lxml_html
-from mailparser_reply.constants import MAIL_LANGUAGES
-from mailparser_reply.parser import EmailMessage
+from mailparser_reply.constants import GENERIC_MAIL_SEPARATOR, MAIL_LANGUAGES
 
 HEADER_LANGUAGES = tuple(lang for lang in MAIL_LANGUAGES if lang not in {"pl", "david"})
 """mail-parser-reply's languages for header blocks. Polish takes a single "Do:" or "Data:" line
 for a header, which cuts ordinary sentences; "david" is one vendor's format."""
+
+HEADER_SEARCH_LINES = 400
+HEADER_LINE_CHARS = 160
+"""Bounds on what the header patterns see. They backtrack badly on long runs of spaces (a line of
+"From:" and 50,000 spaces takes minutes in ``EmailMessage.read``), so they get at most this many
+lines, each stripped, cut short, and with runs of blanks and stars squeezed to one space."""
+
+_HEADER_BLOCK = re.compile(
+    "|".join(
+        [f"(?:{MAIL_LANGUAGES[lang]['from_header']})" for lang in HEADER_LANGUAGES]
+        + [f"(?:{GENERIC_MAIL_SEPARATOR})"]
+    ),
+    re.MULTILINE | re.IGNORECASE,
+)
+_BLANK_RUN = re.compile(r"[ \t*]{3,}")
 
 _MAX_ATTRIBUTION_LINES = 3
 _MAX_ATTRIBUTION_CHARS = 400
@@ -105,8 +121,7 @@ _SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
 def new_text(body: str, *, names: Sequence[str] = ()) -> str:
     """The text the sender typed into this reply. ``names`` are how they sign (display name)."""
     lines = _unquoted(body.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
-    above_history = _above_header_block("\n".join(lines))
-    signed = _without_signature(above_history.split("\n"), names)
+    signed = _without_signature(_above_header_block(lines), names)
     return re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in signed)).strip()
 
 
@@ -220,13 +235,19 @@ def _is_attribution(line: str) -> bool:
     return verb is not None and bool(re.search(r"\d|@", line))
 
 
-def _above_header_block(text: str) -> str:
-    """The text above the first unquoted header block, as mail-parser-reply finds it."""
-    replies = EmailMessage(text=text, languages=list(HEADER_LANGUAGES)).read().replies
-    first = replies[0] if replies else None
-    if first is None or first.headers:
-        return ""
-    return first.content
+def _above_header_block(lines: list[str]) -> list[str]:
+    """The lines above the first unquoted header block mail-parser-reply's patterns know."""
+    probe = "\n".join(
+        _BLANK_RUN.sub(" ", line.strip())[:HEADER_LINE_CHARS]
+        for line in lines[:HEADER_SEARCH_LINES]
+    )
+    match = _HEADER_BLOCK.search(probe)
+    if match is None:
+        return lines
+    start = match.start()
+    while start < len(probe) and probe[start] == "\n":
+        start += 1
+    return lines[: probe.count("\n", 0, start)]
 
 
 def _without_signature(lines: list[str], names: Sequence[str]) -> list[str]:

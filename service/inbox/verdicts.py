@@ -27,6 +27,10 @@ Verdict = Literal["approve", "reject", "unclear"]
 OPENING_SENTENCES = 4
 """How many sentences of content (greetings aside) may carry the decision."""
 
+READ_CHARS = 20_000
+"""How much of the text is read for the decision and for a "no" that takes an approval back;
+the reason is still taken from the whole text."""
+
 _WRAPPED_LINE_CHARS = 60
 """A line at least this long that ends without punctuation was probably wrapped by the client."""
 
@@ -76,6 +80,18 @@ reprovado | reprovada | negado | de jeito nenhum | nem pensar | claro que não |
 rifiutato
 """
 
+_PARTICIPLES = """
+approved | accepted | confirmed | agreed | genehmigt | freigegeben | approuvé | validé |
+aprobado | aprobada | goedgekeurd | aprovado | aprovada | approvato
+"""
+"""Approvals that are also adjectives: "Approved." approves, "Approved senders get…" does not."""
+
+_AFTER_PARTICIPLES = """
+by | for | from | with | as | and | on | at | now | here | already | too | also | it | this |
+that | me | not | pas | nicht | niet | von | durch | für | par | pour | por | para | door |
+voor | pelo | pela | da | per
+"""
+
 _NEUTRAL = """
 no problem | no problems | no worries | no doubt | no question | no questions | no rush |
 kein problem | keine sorge | pas de problème | pas de souci | aucun problème | no hay problema |
@@ -89,7 +105,8 @@ dunno | don't know | do not know | no idea | i think | i guess | i suppose | dep
 depending | kind of | sort of | partly | partially | somewhat | more or less | almost | nearly |
 not yet | not now | not until | let me | let's | let us | i'll | i will | we'll | will check |
 will look | will read | will review | will get back | get back | come back | later | tonight |
-tomorrow | next week | hold on | hold off | on hold | wait | if | unless | provided |
+tomorrow | next week | hold on | hold off | on hold | wait | in principle | grundsätzlich | im prinzip |
+en principe | en principio | em princípio | in principe | in linea di principio | if | unless | provided |
 providing | as long as | assuming | once | only when | when i | when we | but | however |
 though | although | except | apart from | other than | got it | received | arrived | noted |
 acknowledged | question | hmm | haven't | have not | need to | needs to | have to | first |
@@ -204,7 +221,7 @@ _TOKEN = re.compile(
   | (?P<emoji>[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF]
               [\U0001F3FB-\U0001F3FF\uFE0F\u200D\U0001F000-\U0001FAFF\u2600-\u27BF]*)
   | (?P<stop>[!?][.!?…]*|[.…]+(?=\s|$|["'”’)\]*_]))
-  | (?P<pause>[,;:()\[\]"“”„«»]|(?<!\S)[-–—]+(?!\S)|[–—]+)
+  | (?P<pause>[,;:()]|(?<!\S)[-–—]+(?!\S)|[–—]+)
   | (?P<newline>\n)
     """,
     re.VERBOSE,
@@ -217,7 +234,7 @@ def classify(text: str) -> tuple[Verdict, str | None]:
     """The verdict of a person's new text, and for a rejection the reason they gave (or None)."""
     if _UNREADABLE.search(text):
         return "unclear", None
-    sentences = _sentences(text)
+    sentences = _sentences(text[:READ_CHARS])
     content = [s for s in sentences if not s.is_light]
     opening = content[0].start if content else 0
     for index, sentence in enumerate(content[:OPENING_SENTENCES]):
@@ -385,6 +402,8 @@ _LEAD_IN_PHRASES = _Phrases(_LEAD_INS)
 _GREETING_PHRASES = _Phrases(_GREETINGS)
 _THANKS_PHRASES = _Phrases(_THANKS)
 _LIGHT_PHRASES = _Phrases(_LIGHT_WORDS)
+_PARTICIPLE_PHRASES = _Phrases(_PARTICIPLES)
+_AFTER_PARTICIPLE_PHRASES = _Phrases(_AFTER_PARTICIPLES)
 
 
 # --- clauses -------------------------------------------------------------------------------------
@@ -432,6 +451,8 @@ def _head(tokens: list[_Token], at: int, negated: bool) -> _Clause | None:
     strong = _APPROVE_STRONG_PHRASES.match(tokens, at)
     approving = strong or _approve_weak(tokens, at)
     rejecting = _REJECT_PHRASES.match(tokens, at) or _answer_no(tokens, at)
+    if approving > rejecting and _used_as_adjective(tokens, at, approving):
+        return _Clause(whole, None, False, False, False)
     if approving > rejecting:
         polarity: Literal["approve", "reject"] = "reject" if negated else "approve"
         cue = _Cue(polarity, bool(strong), tokens[at].start, tokens[at + approving - 1].end)
@@ -442,6 +463,13 @@ def _head(tokens: list[_Token], at: int, negated: bool) -> _Clause | None:
         cue = _Cue("reject", True, tokens[at].start, tokens[at + rejecting - 1].end)
         return _Clause(whole, cue, False, False, False)
     return None
+
+
+def _used_as_adjective(tokens: list[_Token], at: int, length: int) -> bool:
+    after = at + length
+    if _PARTICIPLE_PHRASES.match(tokens, at) != length or after >= len(tokens):
+        return False
+    return not (_AFTER_PARTICIPLE_PHRASES.match(tokens, after) or _bare_tail(tokens, after))
 
 
 def _approve_weak(tokens: list[_Token], at: int) -> int:
