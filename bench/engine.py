@@ -40,6 +40,7 @@ from resonate.resonate import Resonate
 from resonate.types import Value
 
 from service.engine import EngineConnection, open_durable
+from service.engine.journal import Entry
 from service.engine.store import SqliteJournal
 
 IN_FLIGHT = 50
@@ -69,9 +70,10 @@ def build(network: Any) -> Resonate:
 
 
 async def one(resonate: Resonate, workflow_id: str, resolve: bool) -> None:
-    announced[workflow_id] = asyncio.get_running_loop().create_future()
+    waiter = announced[workflow_id] = asyncio.get_running_loop().create_future()
     handle = resonate.options(timeout=timedelta(days=30)).run(workflow_id, flow, 1)
-    promise_id = await announced.pop(workflow_id)
+    promise_id = await waiter
+    del announced[workflow_id]
     if resolve:
         await resonate.promises.resolve(promise_id, Value(data=1))
         assert await handle.result() == 3
@@ -90,10 +92,25 @@ async def drive(resonate: Resonate, prefix: str, n: int, resolve: bool = True) -
     return n / (time.perf_counter() - started)
 
 
+class TimedJournal(SqliteJournal):
+    """Measures how long each group commit holds the event loop."""
+
+    commits_s: list[float]
+    entries = 0
+
+    def append(self, entries: list[Entry]) -> None:
+        started = time.perf_counter()
+        super().append(entries)
+        self.commits_s.append(time.perf_counter() - started)
+        self.entries += len(entries)
+
+
 async def open_network(kind: str, data_dir: Path) -> Any:
     if kind == "local":
         return LocalConnection(pid=PID, group=GROUP)
-    conn = open_durable(data_dir, pid=PID, group=GROUP, synchronous=kind.split(":")[1])
+    journal = TimedJournal(data_dir, synchronous=kind.split(":")[1])
+    journal.commits_s = []
+    conn = EngineConnection(journal, pid=PID, group=GROUP)
     await conn.start()
     return conn
 
@@ -102,10 +119,26 @@ async def child_throughput(kind: str, data_dir: Path, n: int) -> dict[str, Any]:
     network = await open_network(kind, data_dir)
     resonate = build(network)
     await drive(resonate, "warm", 20)
+    journal = getattr(network, "_journal", None)
+    if journal is not None:
+        journal.commits_s.clear()
+        journal.entries = 0
+    started = time.perf_counter()
     rate = await drive(resonate, "wf", n)
+    wall = time.perf_counter() - started
     await resonate.stop()
     await network.stop()
-    return {"wf_per_s": rate}
+    if journal is None:
+        return {"wf_per_s": rate}
+    commits = sorted(journal.commits_s)
+    return {
+        "wf_per_s": rate,
+        "commits": len(commits),
+        "entries_per_commit": journal.entries / len(commits),
+        "commit_ms_median": statistics.median(commits) * 1000,
+        "commit_ms_p99": commits[int(len(commits) * 0.99)] * 1000,
+        "loop_blocked_pct": 100 * sum(commits) / wall,
+    }
 
 
 async def child_backlog(data_dir: Path, n: int) -> None:
@@ -142,7 +175,11 @@ async def child_size(data_dir: Path, n: int, retention_ms: int) -> dict[str, Any
     await asyncio.sleep(0.5)
     await resonate.stop()
     await conn.stop()
-    return {"bytes": sum(p.stat().st_size for p in data_dir.iterdir())}
+    return {"bytes": directory_size(data_dir)}
+
+
+def directory_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir())
 
 
 def child(argv: list[str]) -> None:
@@ -211,6 +248,7 @@ def report(work: Path, n: int, runs: int, backlog: int) -> None:
         f"N={n}, {IN_FLIGHT} in flight, median of {runs} runs\n"
     )
     local, durable, normal, loaded = [], [], [], []
+    commit_stats: list[dict[str, Any]] = []
 
     base = work / "backlog-base"
     built = build_backlog(base, backlog)
@@ -218,9 +256,9 @@ def report(work: Path, n: int, runs: int, backlog: int) -> None:
     clean = {"ready_s": [], "peak_rss_mb": []}
     for run in range(runs):
         local.append(spawn("throughput", "local", str(work / f"l{run}"), str(n))["wf_per_s"])
-        durable.append(
-            spawn("throughput", "durable:FULL", str(work / f"d{run}"), str(n))["wf_per_s"]
-        )
+        stats = spawn("throughput", "durable:FULL", str(work / f"d{run}"), str(n))
+        durable.append(stats["wf_per_s"])
+        commit_stats.append(stats)
         normal.append(
             spawn("throughput", "durable:NORMAL", str(work / f"n{run}"), str(n))["wf_per_s"]
         )
@@ -248,6 +286,10 @@ def report(work: Path, n: int, runs: int, backlog: int) -> None:
         ("db size after retention purged those 1,000, KB", purged / 1024),
         ("(building the backlog ran at, wf/s to suspension)", built),
     ]
+    for key in ("entries_per_commit", "commit_ms_median", "commit_ms_p99", "loop_blocked_pct"):
+        rows.append(
+            (f"  group commit (FULL, empty): {key}", median([c[key] for c in commit_stats]))
+        )
     for label, value in rows:
         print(f"{label:<58} {value:>10.2f}")
     print(

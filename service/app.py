@@ -27,6 +27,7 @@ from resonate.error import ServerError
 from resonate.resonate import Resonate
 from resonate.retry import Never
 from resonate.timing import now_ms
+from resonate.types import Value
 from resonate_base.error import ConnectorError
 
 from service import engine, workflow
@@ -262,6 +263,7 @@ class Mailgate:
             metrics=self.metrics,
             round_timeout=timedelta(seconds=settings.workflow_timeout),
             clock=self.clock,
+            close_round=self._close_round,
         )
 
     def _fetcher(self) -> Fetcher:
@@ -370,6 +372,12 @@ class Mailgate:
             tls_context=inbound_tls(settings),
         )
         await self.inbox.start()
+
+    async def _close_round(self, promise_id: str, why: str) -> None:
+        if self.resonate is None:
+            msg = "Mailgate is not started"
+            raise RuntimeError(msg)
+        await self.resonate.promises.reject(promise_id, Value(data={"closed": why}))
 
     def _note(self, detail: str) -> None:
         request_id = workflow.current_request.get(None)

@@ -10,6 +10,7 @@ Resonate.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
@@ -66,6 +67,7 @@ class Deps:
     metrics: Metrics
     round_timeout: timedelta
     clock: Callable[[], int]
+    close_round: Callable[[str, str], Awaitable[object]]
 
 
 async def approval(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
@@ -85,9 +87,22 @@ async def approval(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
             decision_future = ctx.promise(timeout=deps.round_timeout)
             promise_id = await decision_future.id()
             first_promise = first_promise or promise_id
-            asked = await ctx.run(
-                ask_step, request, request_id, promise_id, first_promise, number, summary, reason
-            )
+            try:
+                asked = await ctx.run(
+                    ask_step,
+                    request,
+                    request_id,
+                    promise_id,
+                    first_promise,
+                    number,
+                    summary,
+                    reason,
+                )
+            except Permanent as exc:
+                await ctx.run(close_round_step, promise_id, str(exc))
+                with contextlib.suppress(Exception):
+                    await decision_future
+                raise
             decision = Decision.from_value(await decision_future)
             rounds.append(
                 RoundView(
@@ -170,6 +185,14 @@ async def ask_step(
     finally:
         deps.metrics.emails.labels(deps.notifier.name, outcome).inc()
     return {"kind": "asked", "at": now, "via": deps.notifier.name, "round": number}
+
+
+async def close_round_step(ctx: Context, promise_id: str, why: str) -> dict[str, Any]:
+    """A round that could not be asked will never be answered: settle it, so the workflow
+    (which must not finish with an open child promise) can fail instead of waiting forever."""
+    deps = ctx.get_dependency(Deps)
+    await deps.close_round(promise_id, why)
+    return {"kind": "closed", "at": deps.clock(), "why": why}
 
 
 async def callback_step(

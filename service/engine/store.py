@@ -160,7 +160,7 @@ class SqliteJournal:
         self._tail = 0
         with contextlib.suppress(sqlite3.Error):
             assert self._db is not None
-            self._db.execute("PRAGMA incremental_vacuum")
+            self._db.execute("PRAGMA incremental_vacuum").fetchall()
         logger.info(
             "engine: snapshot of %d promise(s), %d bytes, in %.0f ms",
             len(snapshot.promises),

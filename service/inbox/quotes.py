@@ -80,6 +80,17 @@ _PHONE_SIGNATURE = re.compile(
     |skickat\s+från\s|sendt\s+fra\s).{0,60}$""",
     re.IGNORECASE | re.VERBOSE,
 )
+_HEADER_FIRST = re.compile(
+    r"^\s*\*?(?:from|de|von|van|da|fra|från|od)\s?\*?\s?:\s*\S", re.IGNORECASE
+)
+_HEADER_NEXT = re.compile(
+    r"""^\s*\*?(?:sent|enviado(?:\s+el)?|enviada(?:\s+em)?|gesendet|envoyé|verzonden|inviato
+    |date|datum|fecha|data|to|para|an|à|aan|a|til|till|subject|asunto|assunto|betreff|objet
+    |onderwerp|oggetto|cc)\s?\*?\s?:""",
+    re.IGNORECASE | re.VERBOSE,
+)
+"""An Outlook-style header block, for the variants mail-parser-reply lacks (Portuguese "De: /
+Enviada em:", Spanish "Enviado el:"): a "From:" line directly followed by another field."""
 _PLACEHOLDER = re.compile(r"^\s*(?:\[(?:cid|image):[^\]]*\]|<image\d*\.\w+>)\s*$", re.IGNORECASE)
 _CLOSING = re.compile(
     r"""^\s*(?:thanks|thank\s+you|many\s+thanks|cheers|best|best\s+regards|kind\s+regards
@@ -94,8 +105,41 @@ _CLOSING = re.compile(
 )
 
 _BLOCKS = frozenset(
-    "address article aside center dd div dl dt footer form h1 h2 h3 h4 h5 h6 header hr li "
-    "main nav ol p pre section table tbody td tfoot th thead tr ul".split()
+    {
+        "address",
+        "article",
+        "aside",
+        "center",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "ul",
+    }
 )
 _PARAGRAPHS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
 _INVISIBLE = frozenset({"head", "style", "script", "title", "template", "noscript", "xml"})
@@ -115,6 +159,7 @@ _SIGNATURES = etree.XPath(
 )
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")
+"""Characters lxml refuses; they become U+FFFD, which the classifier reads as undecodable."""
 _SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
 
 
@@ -150,7 +195,7 @@ def unflow(text: str, *, delsp: bool) -> str:
 
 def html_to_text(markup: str) -> str:
     """Readable text of an HTML body, each quoting container reduced to one ``>`` line."""
-    cleaned = _CONTROL.sub("", _XML_DECLARATION.sub("", markup))
+    cleaned = _CONTROL.sub("\ufffd", _XML_DECLARATION.sub("", markup))
     try:
         root = lxml_html.document_fromstring(cleaned)
     except (etree.ParserError, ValueError):
@@ -181,7 +226,7 @@ def _unquoted(lines: list[str]) -> list[str]:
         if _QUOTED.match(line):
             at += 1
             continue
-        if _ends_new_text(line):
+        if _ends_new_text(line) or _starts_header_block(lines, at):
             break
         span = _attribution_span(lines, at)
         if span:
@@ -203,6 +248,11 @@ def _ends_new_text(line: str) -> bool:
         or _FORWARD_INTRO.match(line)
         or _PHONE_SIGNATURE.match(line)
     )
+
+
+def _starts_header_block(lines: list[str], at: int) -> bool:
+    following = lines[at + 1] if at + 1 < len(lines) else ""
+    return bool(_HEADER_FIRST.match(lines[at]) and _HEADER_NEXT.match(following))
 
 
 def _attribution_span(lines: list[str], at: int) -> int:

@@ -54,8 +54,21 @@ class Judgement:
 
 
 _LATIN_LABELS = frozenset(
-    "us-ascii ascii ansi_x3.4-1968 iso-8859-1 iso8859-1 iso_8859-1 latin1 latin-1 l1 cp819 "
-    "windows-1252 cp1252 x-cp1252".split()
+    {
+        "us-ascii",
+        "ascii",
+        "ansi_x3.4-1968",
+        "iso-8859-1",
+        "iso8859-1",
+        "iso_8859-1",
+        "latin1",
+        "latin-1",
+        "l1",
+        "cp819",
+        "windows-1252",
+        "cp1252",
+        "x-cp1252",
+    }
 )
 """Labels clients put on text that is as often UTF-8 or windows-1252 as what the label says."""
 
@@ -64,7 +77,9 @@ _AUTOMATIC_CONTENT = frozenset(
     {"multipart/report", "message/delivery-status", "message/disposition-notification"}
 )
 _ROBOT_MAILBOXES = frozenset({"mailer-daemon", "postmaster"})
-_ADDRESS = re.compile(r"^[^@\s<>()\[\]\\,;:\"]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)+$")
+_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
+_ADDRESS = re.compile(rf"^[^@\s<>()\[\]\\,;:\"]+@{_LABEL}(?:\.{_LABEL})+$")
+"""One mailbox: no spaces, brackets or quotes in the local part, a dotted host name after it."""
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -199,9 +214,10 @@ def _new_text(message: EmailMessage, names: tuple[str, ...]) -> str:
     """The new text of the plain body, or of the HTML body when the plain one has none."""
     for subtype in ("plain", "html"):
         part = message.get_body(preferencelist=(subtype,))
-        if part is not None and part.get_content_type() == f"text/{subtype}":
-            if found := new_text(_body_text(part), names=names):
-                return found
+        if part is None or part.get_content_type() != f"text/{subtype}":
+            continue
+        if found := new_text(_body_text(part), names=names):
+            return found
     return ""
 
 

@@ -42,27 +42,27 @@ _APPROVE_STRONG = """
 approve | approved | approving | approve it | approve this | i approve | lgtm | looks good |
 looks great | looks fine | looks ok | looks okay | looks perfect | looks right | sounds good |
 sounds great | sounds fine | go ahead | go for it | good to go | ship it | send it | send it out |
-publish it | publish | please publish | proceed | fine by me | fine with me | ok by me | ok with me |
-okay by me | works for me | all good | happy with it | happy with this | accepted | accept |
-green light | signed off | no objection | no objections | no concerns | no complaints |
-no changes needed | nothing to change | sure thing |
-genehmigt | genehmige | freigegeben | freigabe | einverstanden | passt | passt so | passt schon |
-in ordnung | geht klar | alles gut | alles klar | sieht gut aus | gut so | keine einwände |
-d'accord | approuvé | approuve | validé | je valide | c'est bon | ça marche | ça me va | vas-y |
-allez-y | aucune objection | tu peux publier | vous pouvez publier |
-de acuerdo | aprobado | aprobada | apruebo | adelante | dale | sin objeciones | puedes publicar |
-akkoord | goedgekeurd | keur goed | is goed | ziet er goed uit | ga je gang | ga maar | doe maar |
-geen bezwaar | prima zo |
-aprovado | aprovada | aprovo | pode publicar | pode seguir | pode mandar | pode enviar |
-pode avançar | podem publicar | de acordo | está ótimo | tá ótimo | tudo certo | sem objeções |
-approvato | va bene | d'accordo
+publish it | publish | please publish | proceed | fine by me | fine with me | ok by me |
+ok with me | okay by me | works for me | all good | happy with it | happy with this | accepted |
+accept | green light | signed off | no objection | no objections | no concerns | no complaints |
+no changes needed | nothing to change | sure thing | genehmigt | genehmige | freigegeben |
+freigabe | einverstanden | passt | passt so | passt schon | in ordnung | geht klar | alles gut |
+alles klar | sieht gut aus | gut so | keine einwände | d'accord | approuvé | approuve | validé |
+je valide | c'est bon | ça marche | ça me va | vas-y | allez-y | aucune objection |
+tu peux publier | vous pouvez publier | de acuerdo | aprobado | aprobada | apruebo | adelante |
+dale | sin objeciones | puedes publicar | akkoord | goedgekeurd | keur goed | is goed |
+ziet er goed uit | ga je gang | ga maar | doe maar | geen bezwaar | prima zo | aprovado |
+aprovada | aprovo | pode publicar | pode seguir | pode mandar | pode enviar | pode avançar |
+podem publicar | de acordo | está ótimo | tá ótimo | tudo certo | sem objeções | approvato |
+va bene | d'accordo
 """
 
 _APPROVE_WEAK = """
 yes | yeah | yep | yup | yea | sure | ok | okay | okey | alright | all right | fine | perfect |
-absolutely | definitely | certainly | of course | agreed | agree | confirmed | 👍 | 👌 | ✅ | ✔ |
-☑ | 🆗 | +1 | ja | jawohl | jep | jo | klar | gerne | oui | ouais | parfait | vale | claro |
-perfecto | sim | perfeito | beleza | prima | oké | jazeker | perfetto
+absolutely | definitely | certainly | of course | agreed | agree | confirmed |
+👍 | 👌 | ✅ | ✔ | ✓ | ☑ | 🆗 | +1 |
+ja | jawohl | jep | jo | klar | gerne | oui | ouais | parfait | vale | claro | perfecto |
+sim | perfeito | beleza | prima | oké | jazeker | perfetto
 """
 
 _REJECT = """
@@ -70,14 +70,13 @@ nope | nah | nay | negative | reject | rejected | rejecting | decline | declined
 deny | denied | disapprove | disapproved | refuse | refused | veto | vetoed | no way | no go |
 no-go | no thanks | no thank you | absolutely not | definitely not | certainly not |
 of course not | not at all | not really | not this one | not like this | i don't think so |
-i do not think so | 👎 | ❌ | ✖ | ✗ | ✘ | 🚫 | ⛔ | -1 |
-nein | abgelehnt | ablehnen | lehne ab | auf keinen fall | keinesfalls | so nicht | lieber nicht |
-non | refusé | rejeté | je refuse | pas question | hors de question | certainement pas |
-surtout pas | rechazado | rechazada | rechazo | denegado | negativo | de ninguna manera |
-para nada | ni hablar | nee | neen | afgewezen | afgekeurd | geweigerd | liever niet |
-zeker niet | absoluut niet | echt niet | rejeitado | rejeitada | recusado | recusada |
-reprovado | reprovada | negado | de jeito nenhum | nem pensar | claro que não | respinto |
-rifiutato
+i do not think so | 👎 | ❌ | ✖ | ✗ | ✘ | 🚫 | ⛔ | -1 | nein | abgelehnt | ablehnen | lehne ab |
+auf keinen fall | keinesfalls | so nicht | lieber nicht | non | refusé | rejeté | je refuse |
+pas question | hors de question | certainement pas | surtout pas | rechazado | rechazada |
+rechazo | denegado | negativo | de ninguna manera | para nada | ni hablar | nee | neen |
+afgewezen | afgekeurd | geweigerd | liever niet | zeker niet | absoluut niet | echt niet |
+rejeitado | rejeitada | recusado | recusada | reprovado | reprovada | negado | de jeito nenhum |
+nem pensar | claro que não | respinto | rifiutato
 """
 
 _PARTICIPLES = """
@@ -88,8 +87,8 @@ aprobado | aprobada | goedgekeurd | aprovado | aprovada | approvato
 
 _AFTER_PARTICIPLES = """
 by | for | from | with | as | and | on | at | now | here | already | too | also | it | this |
-that | me | not | pas | nicht | niet | von | durch | für | par | pour | por | para | door |
-voor | pelo | pela | da | per
+that | me | not | pas | nicht | niet | von | durch | für | par | pour | por | para | door | voor |
+pelo | pela | da | per
 """
 
 _NEUTRAL = """
@@ -101,32 +100,30 @@ não há problema | nenhum problema | nessun problema
 
 _HEDGES = """
 maybe | perhaps | possibly | probably | likely | not sure | unsure | not certain | uncertain |
-dunno | don't know | do not know | no idea | i think | i guess | i suppose | depends |
-depending | kind of | sort of | partly | partially | somewhat | more or less | almost | nearly |
-not yet | not now | not until | let me | let's | let us | i'll | i will | we'll | will check |
-will look | will read | will review | will get back | get back | come back | later | tonight |
-tomorrow | next week | hold on | hold off | on hold | wait | in principle | grundsätzlich | im prinzip |
-en principe | en principio | em princípio | in principe | in linea di principio | if | unless | provided |
-providing | as long as | assuming | once | only when | when i | when we | but | however |
-though | although | except | apart from | other than | got it | received | arrived | noted |
-acknowledged | question | hmm | haven't | have not | need to | needs to | have to | first |
-vielleicht | eventuell | evtl | wahrscheinlich | nicht sicher | unsicher | noch nicht | später |
-morgen | heute abend | wenn | falls | sofern | aber | jedoch | außer | bis auf | mal sehen |
-muss noch | ich schaue | ich prüfe | melde mich | kommt drauf an | weiß nicht | keine ahnung |
-moment | warte | erhalten |
-peut-être | peut être | probablement | pas sûr | pas certain | pas encore | plus tard | demain |
-ce soir | si | sauf | mais | cependant | toutefois | à condition | je vais vérifier |
-je reviens | je regarde | je ne sais pas | aucune idée | attends | reçu |
-quizás | quizá | tal vez | a lo mejor | probablemente | no estoy seguro | no estoy segura |
-todavía no | aún no | más tarde | mañana | esta noche | pero | sin embargo | excepto | salvo |
-a menos que | siempre que | déjame | lo reviso | te aviso | no sé | ni idea | espera | recibido |
-misschien | wellicht | waarschijnlijk | niet zeker | nog niet | vanavond | als | indien |
-tenzij | maar | behalve | even checken | ik kijk | laat het weten | weet niet | geen idee |
-wacht | ontvangen |
-talvez | provavelmente | não tenho certeza | não sei | ainda não | mais tarde | amanhã |
-hoje à noite | se | mas | porém | contudo | exceto | desde que | vou verificar | vou ver |
-deixa eu ver | deixe-me | pode ser | recebido |
-forse | non ancora | più tardi | però
+dunno | don't know | do not know | no idea | i think | i guess | i suppose | depends | depending |
+kind of | sort of | partly | partially | somewhat | more or less | almost | nearly | not yet |
+not now | not until | let me | let's | let us | i'll | i will | we'll | will check | will look |
+will read | will review | will get back | get back | come back | later | tonight | tomorrow |
+next week | hold on | hold off | on hold | wait | in principle | grundsätzlich | im prinzip |
+en principe | en principio | em princípio | in principe | in linea di principio | if | unless |
+provided | providing | as long as | assuming | once | only when | when i | when we | but |
+however | though | although | except | apart from | other than | got it | received | arrived |
+noted | acknowledged | question | hmm | haven't | have not | need to | needs to | have to |
+first | vielleicht | eventuell | evtl | wahrscheinlich | nicht sicher | unsicher | noch nicht |
+später | morgen | heute abend | wenn | falls | sofern | aber | jedoch | außer | bis auf |
+mal sehen | muss noch | ich schaue | ich prüfe | melde mich | kommt drauf an | weiß nicht |
+keine ahnung | moment | warte | erhalten | peut-être | peut être | probablement | pas sûr |
+pas certain | pas encore | plus tard | demain | ce soir | si | sauf | mais | cependant |
+toutefois | à condition | je vais vérifier | je reviens | je regarde | je ne sais pas |
+aucune idée | attends | reçu | quizás | quizá | tal vez | a lo mejor | probablemente |
+no estoy seguro | no estoy segura | todavía no | aún no | más tarde | mañana | esta noche | pero |
+sin embargo | excepto | salvo | a menos que | siempre que | déjame | lo reviso | te aviso |
+no sé | ni idea | espera | recibido | misschien | wellicht | waarschijnlijk | niet zeker |
+nog niet | vanavond | als | indien | tenzij | maar | behalve | even checken | ik kijk |
+laat het weten | weet niet | geen idee | wacht | ontvangen | talvez | provavelmente |
+não tenho certeza | não sei | ainda não | mais tarde | amanhã | hoje à noite | se | mas | porém |
+contudo | exceto | desde que | vou verificar | vou ver | deixa eu ver | deixe-me | pode ser |
+recebido | forse | non ancora | più tardi | però
 """
 """Uncertainty, conditions, contrast, deferral and mere acknowledgement: none of them approve."""
 
@@ -136,10 +133,9 @@ do not know | no idea | i think | i guess | depends | let me | if | unless | not
 vielleicht | eventuell | wahrscheinlich | nicht sicher | noch nicht | wenn | falls |
 kommt drauf an | weiß nicht | keine ahnung | peut-être | peut être | probablement | pas sûr |
 pas encore | si | je ne sais pas | quizás | quizá | tal vez | a lo mejor | probablemente |
-no estoy seguro | no estoy segura | todavía no | aún no | no sé | ni idea | misschien |
-wellicht | waarschijnlijk | niet zeker | nog niet | als | tenzij | weet niet | geen idee |
-talvez | provavelmente | não tenho certeza | não sei | ainda não | se | pode ser | forse |
-non ancora
+no estoy seguro | no estoy segura | todavía no | aún no | no sé | ni idea | misschien | wellicht |
+waarschijnlijk | niet zeker | nog niet | als | tenzij | weet niet | geen idee | talvez |
+provavelmente | não tenho certeza | não sei | ainda não | se | pode ser | forse | non ancora
 """
 """The hedges that, said before a "no", make it no rejection ("maybe not", "if so, no")."""
 
@@ -164,10 +160,10 @@ helaas | nou | eu | isso | infelizmente | desculpa | desculpe | io
 
 _GREETINGS = """
 hi | hello | hey | hiya | dear | greetings | good morning | good afternoon | good evening |
-hallo | moin | servus | guten morgen | guten tag | guten abend | liebe | lieber |
-bonjour | bonsoir | salut | coucou | cher | chère | hola | buenos días | buenas tardes |
-buenas | estimado | estimada | hoi | goedemorgen | goedemiddag | goedenavond | beste |
-olá | ola | oi | bom dia | boa tarde | boa noite | prezado | prezada | ciao | buongiorno
+hallo | moin | servus | guten morgen | guten tag | guten abend | liebe | lieber | bonjour |
+bonsoir | salut | coucou | cher | chère | hola | buenos días | buenas tardes | buenas | estimado |
+estimada | hoi | goedemorgen | goedemiddag | goedenavond | beste | olá | ola | oi | bom dia |
+boa tarde | boa noite | prezado | prezada | ciao | buongiorno
 """
 
 _THANKS = """
@@ -185,32 +181,40 @@ bitte | s'il vous plaît | por favor | graag | alsjeblieft | por favor | so | ag
 _NO_WORDS = frozenset({"no", "nao", "n"})
 """Words that are an answer before a pause, and a determiner or a negation otherwise."""
 
-_AFTER_ANSWER_NO = frozenset(
-    "i we it it's its this that these those the a an you they please thanks thank sorry not "
-    "never but and or so just definitely absolutely really unfortunately sadly because since "
-    "as wait again sir mate there there's i'm i've i'd we're let's my our your".split()
-)
+_AFTER_ANSWER_NO = """
+i | we | it | it's | its | this | that | these | those | the | a | an | you | they | please |
+thanks | thank | sorry | not | never | but | and | or | so | just | definitely | absolutely |
+really | unfortunately | sadly | because | since | as | wait | again | sir | mate | there |
+there's | i'm | i've | i'd | we're | let's | my | our | your
+"""
 """Words after which a "no" is the answer, not a determiner ("no, I…" vs "no changes")."""
 
-_ANSWER_WORDS = frozenset(
-    "yes yeah yep no nope ja nein oui non si sim nao nee".split()
-)
-_CONJUNCTIONS = frozenset("and or und oder et ou y o en of e".split())
+_CLAUSE_CONJUNCTIONS = "and | but | because | und | aber | et | mais | pero | maar | mas"
+"""Conjunctions that start a new clause with a head of its own ("I read it and I can't say
+yes"). They stay in the clause as a lead-in, so hedges such as "but" are still seen."""
+
+_JOINED_YES = "yes | yeah | yep | ja | oui | si | sim"
+_JOINED_NO = "no | nope | nein | non | não | nee"
+_CONJUNCTIONS = "and | or | und | oder | et | ou | y | o | en | of | e"
 
 _REASON_OBJECT = re.compile(
     r"^[ \t]+(?:(?:to\s+)?(?:this|that|it)(?:\s+one)?|pas|nicht|niet)\b", re.IGNORECASE
 )
 """The object of a negated approval: "don't approve *this*", "can't say yes *to this one*"."""
 
+_REASON_PAUSE = re.compile(r"^[ \t,;:.!?…)\]\-–—]+")
+"""Punctuation between the "no" and the reason on its line (not opening quotes or brackets)."""
+
 _REASON_LEAD = re.compile(
     r"""^(?:
-        [\s,;:.!?…¡¿\-–—)(\[\]"'“”„«»*]+
+        [\s,;:.!?…)\]]+
       | (?:thanks|thank\s+you|sorry)(?:\s*[,;:.!]+|\s*$)
       | (?:reason|because|grund|raison|motivo|reden|razão|razao)\s*:
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
-"""Punctuation, a polite word or a "Reason:" label between the "no" and the reason itself."""
+"""What may still stand before the reason: line breaks, a polite word, a "Reason:" label. A dash
+that starts a line is a list's bullet and stays."""
 
 _UNREADABLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufffd]")
 
@@ -302,8 +306,8 @@ def _fold(word: str) -> str:
     return word.translate(str.maketrans("’‘`´", "''''"))
 
 
-def _tokens_and_breaks(text: str) -> Iterable[tuple[str, _Token | None, int]]:
-    """Yield ("word", token, _) or (kind, None, offset) for "stop", "?", "pause" and "break"."""
+def _tokens_and_breaks(text: str) -> Iterable[tuple[str, _Token | None]]:
+    """Yield ("word", token), or (kind, None) for a "stop", "?", "pause" or line "break"."""
     previous_line_end = 0
     for match in _TOKEN.finditer(text):
         kind = match.lastgroup or ""
@@ -315,20 +319,20 @@ def _tokens_and_breaks(text: str) -> Iterable[tuple[str, _Token | None, int]]:
                 (".", "!", "?", ":")
             )
             if not wrapped:
-                yield "break", None, match.start()
+                yield "break", None
         elif kind == "stop":
-            yield ("?" if "?" in raw else "stop"), None, match.start()
+            yield ("?" if "?" in raw else "stop"), None
         elif kind == "pause":
-            yield "pause", None, match.start()
+            yield "pause", None
         elif kind == "emoji":
             folded = _EMOJI_MODIFIERS.sub("", raw)
             for offset, char in enumerate(folded):
-                yield "word", _Token(char, match.start() + offset, match.end(), False), 0
+                yield "word", _Token(char, match.start() + offset, match.end(), False)
         else:
             yield from _words(raw, match.start())
 
 
-def _words(raw: str, start: int) -> Iterable[tuple[str, _Token | None, int]]:
+def _words(raw: str, start: int) -> Iterable[tuple[str, _Token | None]]:
     word = _fold(raw)
     capitalized = raw[:1].isupper()
     elided = _ELISION.match(word)
@@ -336,10 +340,10 @@ def _words(raw: str, start: int) -> Iterable[tuple[str, _Token | None, int]]:
         word = word.rstrip("'")
     if elided:
         head = elided.group(1) + "'"
-        yield "word", _Token(head, start, start + len(head), capitalized), 0
-        yield "word", _Token(elided.group(2), start + len(head), start + len(raw), False), 0
+        yield "word", _Token(head, start, start + len(head), capitalized)
+        yield "word", _Token(elided.group(2), start + len(head), start + len(raw), False)
     else:
-        yield "word", _Token(word, start, start + len(raw), capitalized), 0
+        yield "word", _Token(word, start, start + len(raw), capitalized)
 
 
 def _sentences(text: str) -> list[_Sentence]:
@@ -349,13 +353,13 @@ def _sentences(text: str) -> list[_Sentence]:
     def close(question: bool) -> None:
         parts = [c for c in clauses if c]
         if parts:
-            sentences.append(
-                _Sentence(tuple(_read(c) for c in parts), question, parts[0][0].start)
-            )
+            sentences.append(_Sentence(tuple(_read(c) for c in parts), question, parts[0][0].start))
         clauses[:] = [[]]
 
-    for kind, token, _ in _tokens_and_breaks(text):
+    for kind, token in _tokens_and_breaks(text):
         if token is not None:
+            if clauses[-1] and _CLAUSE_CONJUNCTION_PHRASES.match([token], 0):
+                clauses.append([])
             clauses[-1].append(token)
         elif kind == "pause":
             clauses.append([])
@@ -374,7 +378,7 @@ class _Phrases:
     def __init__(self, source: str) -> None:
         self._by_length: dict[int, set[tuple[str, ...]]] = {}
         for phrase in source.split("|"):
-            words = tuple(t.word for _, t, _ in _tokens_and_breaks(phrase.strip()) if t)
+            words = tuple(t.word for _, t in _tokens_and_breaks(phrase.strip()) if t)
             if words:
                 self._by_length.setdefault(len(words), set()).add(words)
         self._lengths = sorted(self._by_length, reverse=True)
@@ -404,6 +408,11 @@ _THANKS_PHRASES = _Phrases(_THANKS)
 _LIGHT_PHRASES = _Phrases(_LIGHT_WORDS)
 _PARTICIPLE_PHRASES = _Phrases(_PARTICIPLES)
 _AFTER_PARTICIPLE_PHRASES = _Phrases(_AFTER_PARTICIPLES)
+_AFTER_ANSWER_NO_PHRASES = _Phrases(_AFTER_ANSWER_NO)
+_JOINED_YES_PHRASES = _Phrases(_JOINED_YES)
+_JOINED_NO_PHRASES = _Phrases(_JOINED_NO)
+_CONJUNCTION_PHRASES = _Phrases(_CONJUNCTIONS)
+_CLAUSE_CONJUNCTION_PHRASES = _Phrases(_CLAUSE_CONJUNCTIONS)
 
 
 # --- clauses -------------------------------------------------------------------------------------
@@ -430,7 +439,9 @@ def _read(tokens: list[_Token]) -> _Clause:
         if skipped := _NEGATOR_PHRASES.match(tokens, at):
             negated, at = True, at + skipped
             continue
-        if skipped := _LEAD_IN_PHRASES.match(tokens, at):
+        if skipped := _LEAD_IN_PHRASES.match(tokens, at) or _CLAUSE_CONJUNCTION_PHRASES.match(
+            tokens, at
+        ):
             at += skipped
             continue
         return _Clause(whole, None, False, False, False)
@@ -493,7 +504,7 @@ def _answer_no(tokens: list[_Token], at: int) -> int:
     after = tokens[at + 1]
     if tokens[at].word == "n":
         return 0
-    return 1 if after.word in _AFTER_ANSWER_NO or after.capitalized else 0
+    return 1 if _AFTER_ANSWER_NO_PHRASES.match(tokens, at + 1) or after.capitalized else 0
 
 
 def _bare_tail(tokens: list[_Token], at: int) -> bool:
@@ -556,9 +567,12 @@ def _only_bare_approvals(sentence: _Sentence) -> bool:
 def _joined_answers(tokens: list[_Token]) -> set[Literal["approve", "reject"]]:
     """Answers joined by a conjunction, as in "yes and no" or "ja oder nein"."""
     found: set[Literal["approve", "reject"]] = set()
-    for before, word in zip(tokens, tokens[1:], strict=False):
-        if before.word in _CONJUNCTIONS and word.word in _ANSWER_WORDS:
-            found.add("reject" if word.word in {"no", "nein", "non", "nao", "nee", "nope"} else "approve")
+    for at in range(1, len(tokens)):
+        if _CONJUNCTION_PHRASES.match(tokens, at - 1):
+            if _JOINED_YES_PHRASES.match(tokens, at):
+                found.add("approve")
+            elif _JOINED_NO_PHRASES.match(tokens, at):
+                found.add("reject")
     return found
 
 
@@ -576,8 +590,7 @@ def _says_no(sentences: Sequence[_Sentence]) -> bool:
 
 def _reason(text: str, opening: int, cue: _Cue) -> str | None:
     """What the person wrote after their "no"; failing that, all they wrote around it."""
-    after = text[cue.end :]
-    after = _REASON_OBJECT.sub("", after, count=1)
+    after = _REASON_PAUSE.sub("", _REASON_OBJECT.sub("", text[cue.end :], count=1), count=1)
     while (match := _REASON_LEAD.match(after)) and match.group():
         after = after[match.end() :]
     if after.strip():
