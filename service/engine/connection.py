@@ -111,21 +111,38 @@ class EngineConnection:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the journal (lock, load, recover) and start the tick loop. Idempotent."""
+        """Open the journal (lock, load, recover) and start the tick loop. Idempotent.
+
+        Leases held by this data dir's previous embedded process (and by this pid) are released
+        through the journal, so their tasks run again now instead of after the lease; pending
+        tasks are re-sent to every listener attached now or later.
+        """
         if self._started:
             return
         loaded = self._journal.open()
+        try:
+            state = loaded.state
+            now = self._clock()
+            releases = state.restore_timers(now, set(loaded.dead_pids) | {self._pid})
+            entries: list[Entry] = []
+            outgoing: list[OutgoingMessage] = []
+            for task_id, version in releases:
+                request = {"kind": "task.release", "id": task_id, "version": version}
+                state.apply(now, request)
+                outgoing += state.outgoing
+                state.outgoing = []
+                entries.append(Entry(op=APPLY, at=now, body=msgspec.json.encode(request)))
+            if entries and self._journal.durable:
+                self._journal.append(entries)
+            self._journal.claim(self._pid)
+        except BaseException:
+            self._journal.close()
+            raise
+        self._state = state
         self._started = True
-        self._state = loaded.state
-        now = self._clock()
-        releases = self._state.restore_timers(now, set(loaded.dead_pids) | {self._pid})
-        self._journal.claim(self._pid)
-        for task_id, version in releases:
-            request = {"kind": "task.release", "id": task_id, "version": version}
-            self._apply(now, request, msgspec.json.encode(request))
-        self._flush()
         if releases:
             logger.info("engine: released %d lease(s) held by a previous run", len(releases))
+        self._route(outgoing)
         for listener in self._router.listeners():
             self._redeliver(listener)
         self._tick_task = asyncio.create_task(self._tick_loop())
@@ -144,10 +161,7 @@ class EngineConnection:
         if self._batch_done is not None:
             self._flush()
         if self._broken is None and self._journal.durable:
-            try:
-                self._journal.write_snapshot(self._state.snapshot())
-            except EngineError:
-                logger.exception("engine: final snapshot failed; the journal still holds it all")
+            self._write_snapshot()
         self._journal.close()
         self._closed.set()
         self._callbacks.clear()
@@ -245,10 +259,11 @@ class EngineConnection:
         self._batch, self._batch_outgoing, self._batch_done = [], [], None
         try:
             self._journal.append(entries)
-        except EngineUnavailable as exc:
+        except Exception as exc:  # every waiter must get an answer, whatever broke
+            failure = exc if isinstance(exc, EngineUnavailable) else EngineUnavailable(exc)
             logger.error("engine: commit failed, rolling back to what is on disk: %s", exc)
-            done.set_exception(exc)
-            self._broken = exc
+            done.set_exception(failure)
+            self._broken = failure
             with contextlib.suppress(EngineUnavailable):
                 self._recover()
             return
@@ -260,7 +275,7 @@ class EngineConnection:
     def _write_snapshot(self) -> None:
         try:
             self._journal.write_snapshot(self._state.snapshot())
-        except EngineUnavailable:
+        except Exception:  # the journal still holds everything: keep serving
             logger.exception("engine: snapshot failed; the journal still holds everything")
 
     def _recover(self) -> None:
@@ -296,22 +311,30 @@ class EngineConnection:
         since_retention = 0.0
         while True:
             await self._sleeper(self._tick_interval_s)
-            if self._broken is not None:
-                with contextlib.suppress(EngineUnavailable):
-                    self._recover()
-                continue
-            now = self._clock()
-            record = self._state.tick_for_journal(now)
-            outgoing = self._state.outgoing
-            self._state.outgoing = []
-            if record is not None:
-                self._stage(tick_entry(now, record.released), outgoing)
-            else:
-                self._push(outgoing)
             since_retention += self._tick_interval_s
-            if self._retention_ms is not None and since_retention >= self._retention_check_s:
+            expire = self._retention_ms is not None and since_retention >= self._retention_check_s
+            if expire:
                 since_retention = 0.0
-                self._expire(now)
+            try:
+                self._tick(expire=expire)
+            except Exception:  # a timer bug must not stop every later timer
+                logger.exception("engine: tick failed")
+
+    def _tick(self, *, expire: bool) -> None:
+        if self._broken is not None:
+            with contextlib.suppress(EngineUnavailable):
+                self._recover()
+            return
+        now = self._clock()
+        record = self._state.tick_for_journal(now)
+        outgoing = self._state.outgoing
+        self._state.outgoing = []
+        if record is not None:
+            self._stage(tick_entry(now, record.released), outgoing)
+        else:
+            self._push(outgoing)
+        if expire:
+            self._expire(now)
 
     def _expire(self, now: int) -> None:
         assert self._retention_ms is not None
@@ -360,6 +383,9 @@ def open_durable(
     tick_interval_s: float = TICK_INTERVAL_S_DEFAULT,
 ) -> EngineConnection:
     """An engine kept in ``data_dir/engine.sqlite3``; opens nothing until ``start()``.
+
+    ``pid`` must be the pid of the ``Resonate`` using this connection: leases taken under it are
+    released at the next start (that process is gone), instead of waiting out their term.
 
     ``synchronous`` is SQLite's: ``FULL`` (default) fsyncs every commit, so an answered request
     survives power loss; ``NORMAL`` survives a process crash but may lose the last commits on

@@ -238,6 +238,9 @@ class SqliteJournal:
         if problems != ["ok"]:
             raise CorruptDatabase(self.path, "; ".join(problems[:5]))
         known = migrations()
+        if not known:
+            msg = "the engine's schema files (service/engine/schema/*.sql) are not installed"
+            raise EngineError(msg)
         supported = known[-1][0]
         if applied is None:
             raise CorruptDatabase(self.path, "no schema version recorded")

@@ -13,6 +13,7 @@ several listeners.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets as pysecrets
@@ -126,7 +127,7 @@ class ReplyHandler:
         promise_id = self.promise_for(rcpt)
         if promise_id is None:
             return "550 5.1.1 No such recipient here"
-        reply = parse(data, envelope_sender=envelope.mail_from or None)
+        reply = await asyncio.to_thread(parse, data, envelope_sender=envelope.mail_from or None)
         request_id = promise_id.partition(":")[0]
         approver = await requests.approver_of(self.resonate, request_id)
         if approver is None:

@@ -8,7 +8,8 @@ disclaimer rules drop reasons that begin with "Thanks," or "Warning:". So, in or
 
 1. `>`-quoted lines and the attribution lines that introduce them ("On … wrote:", "Am … schrieb
    …:", "Em … escreveu:") are dropped, keeping whatever was typed between and under them, and
-   forward/original-message separators and phone signatures end the new text;
+   forward/original-message separators, phone signatures and header blocks the library misses
+   (Portuguese "De:/Enviada em:") end the new text;
 2. mail-parser-reply's header-block patterns cut at the first unquoted original (only those
    patterns are used: its "wrote:" patterns span lines and its whole-message reader can take
    minutes on crafted input, see HEADER_LINE_CHARS);
@@ -53,7 +54,9 @@ _MAX_ATTRIBUTION_CHARS = 400
 _QUOTE_MARK = ">"
 
 _QUOTED = re.compile(r"^\s*>")
-_SIGNATURE_DASHES = re.compile(r"^(?:--|—|–)[ \t]*(?:\S.{0,40})?$")
+_NAME = r"(?-i:[A-ZÀ-Þ][\w.'-]*(?:[ \t]+[A-ZÀ-Þ][\w.'-]*){0,2})"
+"""Up to three capitalized words."""
+_SIGNATURE_DASHES = re.compile(rf"^(?:--|—|–)[ \t]*{_NAME}?[ \t]*$")
 _ATTRIBUTION_VERB = re.compile(
     r"""\b(?:wrote|writes|schrieb|a\s+écrit|écrit|escribió|escreveu|schreef|ha\s+scritto|skrev
     |kirjoitti|napisał|napsal|написал|написала)\b""",
@@ -93,16 +96,17 @@ _HEADER_NEXT = re.compile(
 Enviada em:", Spanish "Enviado el:"): a "From:" line directly followed by another field."""
 _PLACEHOLDER = re.compile(r"^\s*(?:\[(?:cid|image):[^\]]*\]|<image\d*\.\w+>)\s*$", re.IGNORECASE)
 _CLOSING = re.compile(
-    r"""^\s*(?:thanks|thank\s+you|many\s+thanks|cheers|best|best\s+regards|kind\s+regards
-    |regards|warm\s+regards|all\s+the\s+best|br|greetings|sincerely|yours
+    rf"""^\s*(?:thanks|thank\s+you|many\s+thanks|cheers|best|best\s+regards|kind\s+regards
+    |regards|warm\s+regards|all\s+the\s+best|br|greetings|sincerely|yours\s+truly
     |viele\s+grüße|schöne\s+grüße|liebe\s+grüße|beste\s+grüße|herzliche\s+grüße|grüße|gruß
     |mit\s+freundlichen\s+grüßen|mfg|lg|vg|danke|cordialement|bien\s+à\s+vous|amitiés|merci
     |bonne\s+journée|saludos|un\s+saludo|atentamente|gracias|un\s+abrazo|groeten
     |met\s+vriendelijke\s+groet(?:en)?|vriendelijke\s+groet(?:en)?|hartelijke\s+groet(?:en)?
     |mvg|bedankt|obrigad[oa]|abraços?|atenciosamente|cumprimentos|att|saudações|grazie
-    |cordiali\s+saluti|saluti)[\s,.!]*(?:\S+(?:\s+\S+)?)?\s*$""",
+    |cordiali\s+saluti|saluti)\b[\s,.!]*{_NAME}?\s*$""",
     re.IGNORECASE | re.VERBOSE,
 )
+"""A closing line, alone or with the writer's name: "Thanks,", "Best, Alice", "Groeten"."""
 
 _BLOCKS = frozenset(
     {

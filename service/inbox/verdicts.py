@@ -9,8 +9,8 @@ nothing.
 
 Approvals are held to a stricter bar than rejections, because a wrong approval publishes while a
 wrong rejection costs one more round: a bare "yes"/"ok" only counts when nothing else of substance
-shares its sentence, any hedge in the sentence voids it, and a later "no" anywhere in the text
-turns it into "unclear". Text that is not readable (control characters, undecodable bytes)
+shares its sentence, any hedge in the sentence voids it, and a later "no" in the text turns it
+into "unclear". Text that is not readable (control characters, undecodable bytes)
 decides nothing.
 """
 
@@ -39,7 +39,8 @@ _WRAPPED_LINE_CHARS = 60
 # text (case and accents folded), so "está ótimo" matches "esta otimo" and "Esta ótimo".
 
 _APPROVE_STRONG = """
-approve | approved | approving | approve it | approve this | i approve | lgtm | looks good |
+approve | approved | approve it | approve this | i approve | lgtm | looks good | ok for me |
+okay for me | fine for me | good for me | ok pour moi | c'est ok | für mich ok | ok für mich |
 looks great | looks fine | looks ok | looks okay | looks perfect | looks right | sounds good |
 sounds great | sounds fine | go ahead | go for it | good to go | ship it | send it | send it out |
 publish it | publish | please publish | proceed | fine by me | fine with me | ok by me |
@@ -79,13 +80,15 @@ rejeitado | rejeitada | recusado | recusada | reprovado | reprovada | negado | d
 nem pensar | claro que não | respinto | rifiutato
 """
 
-_PARTICIPLES = """
-approved | accepted | confirmed | agreed | genehmigt | freigegeben | approuvé | validé |
-aprobado | aprobada | goedgekeurd | aprovado | aprovada | approvato
+_MODIFIERS = """
+approve | approved | accept | accepted | confirmed | agreed | publish | genehmigt | freigegeben |
+approuvé | validé | aprobado | aprobada | goedgekeurd | aprovado | aprovada | approvato
 """
-"""Approvals that are also adjectives: "Approved." approves, "Approved senders get…" does not."""
+"""Approvals that also name things: "Approved." approves, "Approved senders get…" and "Approve
+button is broken" do not. Followed by a word, they approve only if it is one of _AFTER_MODIFIERS."""
 
-_AFTER_PARTICIPLES = """
+_AFTER_MODIFIERS = """
+the | a | an | all | both | them | please | asap | today |
 by | for | from | with | as | and | on | at | now | here | already | too | also | it | this |
 that | me | not | pas | nicht | niet | von | durch | für | par | pour | por | para | door | voor |
 pelo | pela | da | per
@@ -135,9 +138,11 @@ kommt drauf an | weiß nicht | keine ahnung | peut-être | peut être | probable
 pas encore | si | je ne sais pas | quizás | quizá | tal vez | a lo mejor | probablemente |
 no estoy seguro | no estoy segura | todavía no | aún no | no sé | ni idea | misschien | wellicht |
 waarschijnlijk | niet zeker | nog niet | als | tenzij | weet niet | geen idee | talvez |
-provavelmente | não tenho certeza | não sei | ainda não | se | pode ser | forse | non ancora
+provavelmente | não tenho certeza | não sei | ainda não | se | pode ser | forse | non ancora |
+yet
 """
-"""The hedges that, said before a "no", make it no rejection ("maybe not", "if so, no")."""
+"""The hedges that make a "no" no rejection when said before it or in its clause ("maybe not",
+"if so, no", "not approved yet")."""
 
 _NEGATORS = """
 not | don't | dont | do not | doesn't | does not | didn't | did not | can't | cant | cannot |
@@ -174,9 +179,11 @@ dank je | dank u | grazie
 
 _LIGHT_WORDS = """
 please | indeed | absolutely | definitely | certainly | of course | totally | sir | from me |
-bitte | s'il vous plaît | por favor | graag | alsjeblieft | por favor | so | again | too
+bitte | s'il vous plaît | por favor | graag | alsjeblieft | hoor | so | again | too
 """
 """Words that may follow a bare "yes"/"ok" without giving it new content ("yes please")."""
+
+_DOUBTFUL_EMOJI = frozenset("🤔🤷😕😐🙁☹😬❓❔⁉😟🫤")
 
 _NO_WORDS = frozenset({"no", "nao", "n"})
 """Words that are an answer before a pause, and a determiner or a negation otherwise."""
@@ -185,7 +192,7 @@ _AFTER_ANSWER_NO = """
 i | we | it | it's | its | this | that | these | those | the | a | an | you | they | please |
 thanks | thank | sorry | not | never | but | and | or | so | just | definitely | absolutely |
 really | unfortunately | sadly | because | since | as | wait | again | sir | mate | there |
-there's | i'm | i've | i'd | we're | let's | my | our | your
+there's | i'm | i've | i'd | we're | let's | my | our | your | no | nope | nein | non | nee
 """
 """Words after which a "no" is the answer, not a determiner ("no, I…" vs "no changes")."""
 
@@ -216,6 +223,8 @@ _REASON_LEAD = re.compile(
 """What may still stand before the reason: line breaks, a polite word, a "Reason:" label. A dash
 that starts a line is a list's bullet and stays."""
 
+_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
+"""Links are blanked before reading: "…?a=approve" in a pasted link is no answer."""
 _UNREADABLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufffd]")
 
 _TOKEN = re.compile(
@@ -224,21 +233,22 @@ _TOKEN = re.compile(
   | (?P<score>(?<![\w+\-])[+\-]1(?!\w))
   | (?P<emoji>[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF]
               [\U0001F3FB-\U0001F3FF\uFE0F\u200D\U0001F000-\U0001FAFF\u2600-\u27BF]*)
-  | (?P<stop>[!?][.!?…]*|[.…]+(?=\s|$|["'”’)\]*_]))
+  | (?P<stop>[.!?…]+(?=\s|$|["'”’)\]*_]))
   | (?P<pause>[,;:()]|(?<!\S)[-–—]+(?!\S)|[–—]+)
   | (?P<newline>\n)
     """,
     re.VERBOSE,
 )
 _EMOJI_MODIFIERS = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f\u200d]")
+_ELISION_PREFIX = re.compile(r"(?:n|j|c|d|l|s|m|t|qu)'")
 _ELISION = re.compile(r"^(n|j|c|d|l|s|m|t|qu)'(.+)$")
 
 
 def classify(text: str) -> tuple[Verdict, str | None]:
     """The verdict of a person's new text, and for a rejection the reason they gave (or None)."""
-    if _UNREADABLE.search(text):
+    if _UNREADABLE.search(text, 0, READ_CHARS):
         return "unclear", None
-    sentences = _sentences(text[:READ_CHARS])
+    sentences = _sentences(_URL.sub(lambda url: " " * len(url.group()), text[:READ_CHARS]))
     content = [s for s in sentences if not s.is_light]
     opening = content[0].start if content else 0
     for index, sentence in enumerate(content[:OPENING_SENTENCES]):
@@ -297,7 +307,7 @@ class _Sentence:
 
     @property
     def is_light(self) -> bool:
-        return all(c.is_light for c in self.clauses)
+        return not self.question and all(c.is_light for c in self.clauses)
 
 
 def _fold(word: str) -> str:
@@ -335,15 +345,14 @@ def _tokens_and_breaks(text: str) -> Iterable[tuple[str, _Token | None]]:
 def _words(raw: str, start: int) -> Iterable[tuple[str, _Token | None]]:
     word = _fold(raw)
     capitalized = raw[:1].isupper()
-    elided = _ELISION.match(word)
-    if not _ELISION.match(word + "x"):
-        word = word.rstrip("'")
-    if elided:
+    if elided := _ELISION.match(word):  # French "n'approuve" reads as "n'" and "approuve"
         head = elided.group(1) + "'"
         yield "word", _Token(head, start, start + len(head), capitalized)
         yield "word", _Token(elided.group(2), start + len(head), start + len(raw), False)
-    else:
+    elif _ELISION_PREFIX.fullmatch(word):
         yield "word", _Token(word, start, start + len(raw), capitalized)
+    else:
+        yield "word", _Token(word.rstrip("'"), start, start + len(raw), capitalized)
 
 
 def _sentences(text: str) -> list[_Sentence]:
@@ -406,8 +415,8 @@ _LEAD_IN_PHRASES = _Phrases(_LEAD_INS)
 _GREETING_PHRASES = _Phrases(_GREETINGS)
 _THANKS_PHRASES = _Phrases(_THANKS)
 _LIGHT_PHRASES = _Phrases(_LIGHT_WORDS)
-_PARTICIPLE_PHRASES = _Phrases(_PARTICIPLES)
-_AFTER_PARTICIPLE_PHRASES = _Phrases(_AFTER_PARTICIPLES)
+_MODIFIER_PHRASES = _Phrases(_MODIFIERS)
+_AFTER_MODIFIER_PHRASES = _Phrases(_AFTER_MODIFIERS)
 _AFTER_ANSWER_NO_PHRASES = _Phrases(_AFTER_ANSWER_NO)
 _JOINED_YES_PHRASES = _Phrases(_JOINED_YES)
 _JOINED_NO_PHRASES = _Phrases(_JOINED_NO)
@@ -478,9 +487,9 @@ def _head(tokens: list[_Token], at: int, negated: bool) -> _Clause | None:
 
 def _used_as_adjective(tokens: list[_Token], at: int, length: int) -> bool:
     after = at + length
-    if _PARTICIPLE_PHRASES.match(tokens, at) != length or after >= len(tokens):
+    if _MODIFIER_PHRASES.match(tokens, at) != length or after >= len(tokens):
         return False
-    return not (_AFTER_PARTICIPLE_PHRASES.match(tokens, after) or _bare_tail(tokens, after))
+    return not (_AFTER_MODIFIER_PHRASES.match(tokens, after) or _bare_tail(tokens, after))
 
 
 def _approve_weak(tokens: list[_Token], at: int) -> int:
@@ -501,10 +510,9 @@ def _answer_no(tokens: list[_Token], at: int) -> int:
         return 0
     if at + 1 == len(tokens):
         return 1
-    after = tokens[at + 1]
-    if tokens[at].word == "n":
+    if tokens[at].word == "n":  # a lone letter answers only on its own
         return 0
-    return 1 if _AFTER_ANSWER_NO_PHRASES.match(tokens, at + 1) or after.capitalized else 0
+    return 1 if _AFTER_ANSWER_NO_PHRASES.match(tokens, at + 1) or tokens[at + 1].capitalized else 0
 
 
 def _bare_tail(tokens: list[_Token], at: int) -> bool:
@@ -514,6 +522,7 @@ def _bare_tail(tokens: list[_Token], at: int) -> bool:
             or _APPROVE_WEAK_PHRASES.match(tokens, at)
             or _LIGHT_PHRASES.match(tokens, at)
             or _THANKS_PHRASES.match(tokens, at)
+            or _is_cheer(tokens[at])
         )
         if not skipped:
             return False
@@ -522,6 +531,16 @@ def _bare_tail(tokens: list[_Token], at: int) -> bool:
 
 
 # --- sentences -----------------------------------------------------------------------------------
+
+
+def _is_cheer(token: _Token) -> bool:
+    """An emoji that adds mood, not meaning ("Yes 🎉"); thumbs-down and doubtful faces do not."""
+    return (
+        len(token.word) == 1
+        and unicodedata.category(token.word) == "So"
+        and not _REJECT_PHRASES.match([token], 0)
+        and token.word not in _DOUBTFUL_EMOJI
+    )
 
 
 def _decide(sentence: _Sentence) -> tuple[Verdict | None, _Cue | None]:
@@ -541,6 +560,9 @@ def _decide(sentence: _Sentence) -> tuple[Verdict | None, _Cue | None]:
     if first.polarity == "reject":
         doubt = _DOUBT_PHRASES.find(tokens)
         if doubt is not None and tokens[doubt].start < first.start:
+            return "unclear", None
+        cue_clause = next(c for c in sentence.clauses if c.cue is first)
+        if _DOUBT_PHRASES.find(cue_clause.tokens) is not None:
             return "unclear", None
         return "reject", first
     if _HEDGE_PHRASES.find(_without_bare_si(sentence)) is not None:

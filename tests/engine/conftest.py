@@ -6,18 +6,23 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 from resonate.resonate import Resonate
 
-from service.engine import EngineConnection, open_memory
+from service.engine import EngineConnection, open_durable, open_memory
 
 
-@pytest.fixture
-async def memory_engine() -> AsyncIterator[EngineConnection]:
-    conn = open_memory(pid="p1", group="workers")
+@pytest.fixture(params=["memory", "durable"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EngineConnection]:
+    """A started engine of each kind: the contract tests run against both."""
+    if request.param == "memory":
+        conn = open_memory(pid="p1", group="workers")
+    else:
+        conn = open_durable(tmp_path / "data", pid="p1", group="workers")
     await conn.start()
     yield conn
     await conn.stop()

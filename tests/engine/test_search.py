@@ -35,8 +35,8 @@ async def seed(resonate: Resonate) -> None:
         await resonate.promises.resolve(f"p{i:02d}", Value(data="done"))
 
 
-async def test_filters_by_state_and_tag_subset(memory_engine, make_resonate) -> None:
-    resonate = make_resonate(memory_engine)
+async def test_filters_by_state_and_tag_subset(engine, make_resonate) -> None:
+    resonate = make_resonate(engine)
     await seed(resonate)
     page = await resonate.promises.search(
         state="pending", tags={"kind": "even", "batch": "a"}, limit=100, cursor=None
@@ -50,8 +50,8 @@ async def test_filters_by_state_and_tag_subset(memory_engine, make_resonate) -> 
     assert all(p.value.data == "done" for p in resolved.promises)
 
 
-async def test_pages_in_id_order_with_the_last_id_as_cursor(memory_engine, make_resonate) -> None:
-    resonate = make_resonate(memory_engine)
+async def test_pages_in_id_order_with_the_last_id_as_cursor(engine, make_resonate) -> None:
+    resonate = make_resonate(engine)
     await seed(resonate)
     seen: list[str] = []
     cursor = None
@@ -68,16 +68,16 @@ async def test_pages_in_id_order_with_the_last_id_as_cursor(memory_engine, make_
     assert pages == 4
 
 
-async def test_exact_page_size_has_no_cursor(memory_engine, make_resonate) -> None:
-    resonate = make_resonate(memory_engine)
+async def test_exact_page_size_has_no_cursor(engine, make_resonate) -> None:
+    resonate = make_resonate(engine)
     await seed(resonate)
     page = await resonate.promises.search(state=None, tags={"batch": "a"}, limit=10, cursor=None)
     assert len(page.promises) == 10
     assert page.cursor is None
 
 
-async def test_settled_promises_leave_the_pending_results(memory_engine, make_resonate) -> None:
-    resonate = make_resonate(memory_engine)
+async def test_settled_promises_leave_the_pending_results(engine, make_resonate) -> None:
+    resonate = make_resonate(engine)
     await seed(resonate)
     before = await resonate.promises.search(state="pending", tags=None, limit=100, cursor=None)
     await resonate.promises.reject("p01", Value(data="no"))
@@ -88,22 +88,22 @@ async def test_settled_promises_leave_the_pending_results(memory_engine, make_re
     assert [p.id for p in rejected.promises] == ["p01"]
 
 
-async def test_id_pattern_with_star(memory_engine, make_resonate) -> None:
-    resonate = make_resonate(memory_engine)
+async def test_id_pattern_with_star(engine, make_resonate) -> None:
+    resonate = make_resonate(engine)
     await seed(resonate)
-    status, data = await search(memory_engine, id="p1*", state="pending")
+    status, data = await search(engine, id="p1*", state="pending")
     assert status == 200
     assert [p["id"] for p in data["promises"]] == ["p10", "p11", "p13", "p14", "p16", "p17", "p19"]
-    status, data = await search(memory_engine, id="*4")
+    status, data = await search(engine, id="*4")
     assert [p["id"] for p in data["promises"]] == ["p04", "p14", "p24"]
-    status, data = await search(memory_engine, id="p07")
+    status, data = await search(engine, id="p07")
     assert [p["id"] for p in data["promises"]] == ["p07"]
-    status, data = await search(memory_engine, id="nope")
+    status, data = await search(engine, id="nope")
     assert data["promises"] == []
 
 
-async def test_unknown_tag_value_finds_nothing(memory_engine, make_resonate) -> None:
-    resonate = make_resonate(memory_engine)
+async def test_unknown_tag_value_finds_nothing(engine, make_resonate) -> None:
+    resonate = make_resonate(engine)
     await seed(resonate)
     page = await resonate.promises.search(state=None, tags={"kind": "prime"}, limit=5, cursor=None)
     assert page.promises == []
@@ -120,14 +120,14 @@ async def test_unknown_tag_value_finds_nothing(memory_engine, make_resonate) -> 
         ({"cursor": 5}, "cursor"),
     ],
 )
-async def test_bad_queries_are_400(memory_engine, data: dict[str, Any], message: str) -> None:
-    status, body = await search(memory_engine, **data)
+async def test_bad_queries_are_400(engine, data: dict[str, Any], message: str) -> None:
+    status, body = await search(engine, **data)
     assert status == 400
     assert message in body["error"]
 
 
-async def test_sdk_sees_a_bad_query_as_server_error(memory_engine, make_resonate) -> None:
-    resonate = make_resonate(memory_engine)
+async def test_sdk_sees_a_bad_query_as_server_error(engine, make_resonate) -> None:
+    resonate = make_resonate(engine)
     with pytest.raises(ServerError) as caught:
         await resonate.promises.search(state="bogus", tags=None, limit=None, cursor=None)
     assert caught.value.code == 400

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from resonate.connections.local import ServerState, unwrap_request_envelope
@@ -160,6 +161,7 @@ def durable_view(state: ServerState) -> tuple[Any, Any, Any]:
     return promises, tasks, sorted(state.schedules)
 
 
+@pytest.mark.slow
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_sequences_answer_like_stock_server_state(data: st.DataObject) -> None:
@@ -177,6 +179,7 @@ def test_random_sequences_answer_like_stock_server_state(data: st.DataObject) ->
         assert durable_view(indexed) == durable_view(stock)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_replaying_the_journal_rebuilds_the_durable_state(data: st.DataObject) -> None:

@@ -120,6 +120,15 @@ def decided(raw: bytes, **kwargs: str) -> Judgement:
         "Não há problema, pode publicar.",
         "Perfeito!",
         "Sì, va bene.",
+        "YES 🎉🎉",
+        "Ja, gerne 😊",
+        "Approve the summary",
+        "Publish the page.",
+        "No changes, publish it",
+        "Nothing to change, approved.",
+        "Ok pour moi.",
+        "Ja hoor.",
+        "Approved from my side.",
     ],
 )
 def test_approvals(text: str) -> None:
@@ -169,6 +178,10 @@ def test_approvals(text: str) -> None:
         ("Não, falta o desconto.", "falta o desconto."),
         ("Nao. Texto longo demais.", "Texto longo demais."),
         ("Reprovado: preço errado.", "preço errado."),
+        (
+            "No, see https://example.com/pricing?plan=team for the prices.",
+            "see https://example.com/pricing?plan=team for the prices.",
+        ),
     ],
 )
 def test_rejections_keep_the_reason(text: str, reason: str | None) -> None:
@@ -217,6 +230,11 @@ def test_rejections_keep_the_reason(text: str, reason: str | None) -> None:
         "Approved senders get an answer within one working day.",
         'Reply "yes" to approve or "no" to reject.',
         "Reply YES to this email within 24 hours to claim it.",
+        "https://mailgate.test/decide/7Kq2mX9pLr?a=approve&s=3f9a1c0e52b7d4",
+        "Really?? yes",
+        "Approving this would be premature.",
+        "LGTM but wait for Bob",
+        "Yes - pending legal review.",
         "Vielleicht später.",
         "Noch nicht.",
         "Peut-être.",
@@ -228,6 +246,13 @@ def test_rejections_keep_the_reason(text: str, reason: str | None) -> None:
         "Talvez.",
         "Ainda não.",
         "Oui, si le prix est correct.",
+        "Not approved yet, waiting for finance.",
+        "Noch nicht freigegeben.",
+        "Yes 🤔",
+        "Approve link is broken.",
+        "OK button is greyed out",
+        "No, it's fine",
+        "Nee, prima zo",
         "yes\x00\x01\x02",
         "Yes \ufffd\ufffd",
     ],
@@ -272,6 +297,8 @@ def test_a_wrapped_line_does_not_split_a_negation_from_its_yes() -> None:
         "Il giorno mar 24 nov 2026 alle ore 11:02 Mailgate <mailgate@mailgate.test> ha scritto:",
         "Den tis 24 nov. 2026 kl 11:02 skrev Mailgate <mailgate@mailgate.test>:",
         "Quoting Mailgate <mailgate@mailgate.test>:",
+        "Mailgate <mailgate@mailgate.test> wrote on 24.11.2026 10:02:02:",
+        "Le mar. 24 nov. 2026 à 11:02, Mailgate <\nmailgate@mailgate.test> a écrit :",
         "Mailgate wrote:",
     ],
 )
@@ -325,6 +352,9 @@ def test_yes_only_inside_the_quote_is_no_answer() -> None:
         "-----Mensagem original-----\nDe: Mailgate",
         "________________________________\nFrom: Mailgate <mailgate@mailgate.test>",
         "---------- Forwarded message ---------\nFrom: Mailgate",
+        "---------- Mensaje reenviado ---------\nDe: Mailgate",
+        "----- Original Message -----\nFrom: Mailgate\nSent: Tuesday",
+        "------- Original Message -------\nOn Tuesday, November 24th, 2026, Mailgate wrote:",
         "Begin forwarded message:\n\nFrom: Mailgate",
         "Início da mensagem encaminhada:\n\nDe: Mailgate",
     ],
@@ -385,6 +415,12 @@ def test_the_senders_own_name_ends_the_new_text_before_a_disclaimer() -> None:
             '<div>Nope, old prices.</div><div class="yahoo_quoted"><div>On Tuesday, Mailgate '
             "wrote:</div><div>Reply YES to approve</div></div>",
             "Nope, old prices.",
+        ),
+        (  # Proton Mail
+            '<div>No, wrong.</div><div class="protonmail_quote">------- Original Message -------'
+            "<br>On Tuesday, November 24th, 2026 at 10:02, Mailgate &lt;m@x&gt; wrote:<br>"
+            '<blockquote class="protonmail_quote" type="cite">Reply YES</blockquote></div>',
+            "No, wrong.",
         ),
         (  # Outlook on the web
             '<div>Not approved, the logo is wrong.</div><div id="appendonsend"></div><hr>'
@@ -654,12 +690,14 @@ def test_malformed_messages_parse_without_raising(raw: bytes) -> None:
 
 
 def test_crafted_header_like_lines_are_cheap() -> None:
-    """mail-parser-reply's header patterns backtrack for minutes on one long "From:" line."""
+    """mail-parser-reply's header patterns backtrack for minutes on one long "From:" line, and a
+    pasted 8 MB log must not take seconds either."""
     bodies = [
         "Yes\n\nFrom:" + " " * 50_000 + "x",
         "Yes\n\n" + "From:" + "* " * 20_000,
         "Yes\n\n" + "\n".join(["On " + "a " * 98] * 2_000),
         "Yes\n\n" + ("From: " + "x" * 195 + "\nzz\n") * 2_000,
+        "Yes\n\n" + "2024-10-01 starter $15 team $69 unchanged\n" * 200_000,
     ]
     for body in bodies:
         started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The in-memory engine drives real SDK workflows, with real heartbeats."""
+"""Both engines (in memory, durable) drive real SDK workflows, with real heartbeats."""
 
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ def test_is_network_and_source_but_not_local_connection() -> None:
 
 
 async def test_workflow_suspends_on_promise_and_completes_when_resolved(
-    memory_engine: EngineConnection, make_resonate, wait_pending_child
+    engine: EngineConnection, make_resonate, wait_pending_child
 ) -> None:
-    resonate: Resonate = make_resonate(memory_engine)
+    resonate: Resonate = make_resonate(engine)
     resonate.register(approval)
     handle = resonate.run("wf-1", approval, 21)
 
@@ -51,9 +51,9 @@ async def test_workflow_suspends_on_promise_and_completes_when_resolved(
 
 
 async def test_same_id_returns_the_same_execution(
-    memory_engine: EngineConnection, make_resonate, wait_pending_child
+    engine: EngineConnection, make_resonate, wait_pending_child
 ) -> None:
-    resonate: Resonate = make_resonate(memory_engine)
+    resonate: Resonate = make_resonate(engine)
     resonate.register(approval)
     first = resonate.run("wf-same", approval, 1)
     child = await wait_pending_child(resonate, "wf-same")
