@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 import uvicorn
 from resonate.error import ServerError
@@ -35,6 +34,8 @@ from service.config import Settings
 from service.errors import ConfigError
 from service.gateway.app import build_app
 from service.gateway.context import Gateway
+from service.inbox.handler import ReplyHandler
+from service.inbox.server import InboxServer
 from service.mail.send import SmtpSettings, smtp_reachable
 from service.mail.send import send as send_mail
 from service.metrics import Metrics
@@ -147,7 +148,7 @@ class Mailgate:
     connection: engine.EngineConnection | None = None
     fetcher: Fetcher | None = None
     notifier: Notifier | None = None
-    inbox: Any = None
+    inbox: InboxServer | None = None
     _server: uvicorn.Server | None = None
     _serving: asyncio.Task[None] | None = None
 
@@ -348,9 +349,6 @@ class Mailgate:
         if settings.reply_domain is None:
             logger.info("reply listener off: set MAILGATE_REPLY_DOMAIN to decide by replying")
             return
-        from service.inbox.handler import ReplyHandler
-        from service.inbox.server import InboxServer
-
         smtp = smtp_settings(settings)
         handler = ReplyHandler(
             resonate=resonate,

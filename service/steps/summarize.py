@@ -247,6 +247,9 @@ def _shown(host: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+MIN_SENTENCE_WORDS = 5
+
+
 class ExtractiveSummarizer:
     """Picks the page's most central sentences (TextRank via sumy); no LLM, no network.
 
@@ -274,12 +277,19 @@ class ExtractiveSummarizer:
         return Summary(chosen, self.name, self.model)
 
     def _pick(self, text: str, previous: str | None, reason: str | None) -> str:
-        document = PlaintextParser.from_string(text, self._tokenizer).document
-        sentences = document.sentences
+        """Each extracted line is its own paragraph, so a heading never runs into the next
+        sentence; headings, menus and repeats (lines under ``MIN_SENTENCE_WORDS``) are only
+        used when the page has nothing longer."""
+        paragraphs = "\n\n".join(line.strip() for line in text.splitlines() if line.strip())
+        document = PlaintextParser.from_string(paragraphs, self._tokenizer).document
+        unique = list({str(s): s for s in document.sentences}.values())
+        full = [s for s in unique if len(s.words) >= MIN_SENTENCE_WORDS]
+        sentences = full or unique
         if not sentences:
             msg = "the page has no sentences to summarize"
             raise EmptySummary(msg)
         ratings = self._ranker.rate_sentences(document)
+        ratings = {sentence: ratings.get(sentence, 0.0) for sentence in sentences}
         wanted = self._stems(self._tokenizer.to_words(reason or ""))
         ranked = sorted(
             sentences,

@@ -320,3 +320,13 @@ async def test_extractive_refuses_a_page_without_sentences() -> None:
 
 def _page_sentences() -> list[str]:
     return [s if s.endswith(".") else f"{s}." for s in PAGE.split(". ")]
+
+
+async def test_extractive_keeps_headings_out_of_sentences():
+    text = "How tide pools work\nHow tide pools work\nHome | About\n" + (
+        "Tide pools are hollows in rocky shores that keep sea water. "
+        "Visitors should never lift animals out of the water.\n"
+    )
+    summary = await ExtractiveSummarizer(input_budget_chars=5000).summarize(text)
+    assert summary.text.startswith("Tide pools are hollows")
+    assert "How tide pools work" not in summary.text and "Home" not in summary.text
