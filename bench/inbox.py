@@ -18,26 +18,27 @@ import tempfile
 import time
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
 
 import aiosmtplib
 import httpx
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from service import config
+from service.app import Mailgate, Roles
+from service.testing import FakeOllama, LoopbackServer
 
-from service import config  # noqa: E402
-from service.app import Mailgate, Roles  # noqa: E402
-from service.testing import FakeOllama, LoopbackServer  # noqa: E402
-
-PAGE = "<html><body><p>Tide pools keep sea water at low tide.</p><p>They shelter crabs.</p></body></html>"
+PAGE = "<html><body><p>Tide pools keep sea water at low tide.</p><p>Crabs hide.</p></body></html>"
 
 
 class Sink:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
 
@@ -52,7 +53,9 @@ def _yes(request: EmailMessage) -> EmailMessage:
     return reply
 
 
-async def _batch(app: Mailgate, web: httpx.AsyncClient, sink: Sink, tag: str, n: int, pages: str) -> list[tuple[str, EmailMessage]]:
+async def _batch(
+    web: httpx.AsyncClient, sink: Sink, tag: str, n: int, pages: str
+) -> list[tuple[str, EmailMessage]]:
     start = len(sink.messages)
     ids = []
     for i in range(n):
@@ -65,11 +68,7 @@ async def _batch(app: Mailgate, web: httpx.AsyncClient, sink: Sink, tag: str, n:
 
 
 async def main(n: int) -> None:
-    from starlette.applications import Starlette
-    from starlette.responses import HTMLResponse
-    from starlette.routing import Route
-
-    async def page(_request) -> HTMLResponse:  # noqa: ANN001
+    async def page(_request: Request) -> HTMLResponse:
         return HTMLResponse(PAGE)
 
     pages_server = LoopbackServer(Starlette(routes=[Route("/{path:path}", page)]))
@@ -100,7 +99,7 @@ async def main(n: int) -> None:
         web = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=60)
         try:
             latencies = []
-            for request_id, request in await _batch(app, web, sink, "serial", n, pages_server.url):
+            for request_id, request in await _batch(web, sink, "serial", n, pages_server.url):
                 handle = await app.resonate.get(request_id)
                 async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.inbox.port) as client:
                     await client.send_message(_yes(request))
@@ -108,7 +107,7 @@ async def main(n: int) -> None:
                 await handle.result()
                 latencies.append((time.perf_counter() - accepted) * 1000)
 
-            batch = await _batch(app, web, sink, "burst", n, pages_server.url)
+            batch = await _batch(web, sink, "burst", n, pages_server.url)
             handles = [await app.resonate.get(rid) for rid, _ in batch]
             queue: asyncio.Queue[EmailMessage] = asyncio.Queue()
             for _, request in batch:
@@ -132,10 +131,14 @@ async def main(n: int) -> None:
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     print(f"replies: {n} one at a time, then {n} over 10 concurrent SMTP clients")
-    print(f"reply accepted -> workflow resumed and completed: p50 {statistics.median(latencies):.1f} ms, "
-          f"p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
-    print(f"sustained: {n / accepted_s:.0f} replies/s accepted (250), "
-          f"{n / resumed_s:.0f} replies/s through to completed workflows")
+    print(
+        "reply accepted -> workflow resumed and completed: "
+        f"p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms"
+    )
+    print(
+        f"sustained: {n / accepted_s:.0f} replies/s accepted (250), "
+        f"{n / resumed_s:.0f} replies/s through to completed workflows"
+    )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def screenshot(html: str, output: Path, width: int, height: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         page = Path(scratch) / "email.html"
         page.write_text(html, encoding="utf-8")
-        subprocess.run(  # noqa: S603 - a fixed argv: our Chromium, our temp file
+        subprocess.run(
             [
                 CHROMIUM,
                 "--headless",

@@ -178,6 +178,7 @@ class Mailgate:
         else:
             resonate = Resonate(
                 url=settings.resonate_url,
+                token=settings.engine_token,
                 group=group,
                 pid=self.pid,
                 ttl=timedelta(seconds=settings.lease_ttl),

@@ -150,7 +150,9 @@ def _engine(args: argparse.Namespace, settings: config.Settings) -> int:
         stop = _stop_event()
         await conn.start()
         try:
-            await engine.serve_engine(conn, settings.engine_host, settings.engine_port, stop)
+            await engine.serve_engine(
+                conn, settings.engine_host, settings.engine_port, stop, token=settings.engine_token
+            )
         finally:
             await conn.stop()
 

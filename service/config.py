@@ -68,7 +68,7 @@ Csv = Annotated[tuple[str, ...], BeforeValidator(_csv)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 OptionalStr = Annotated[str | None, BeforeValidator(_optional)]
 
-SECRET_FIELDS = frozenset({"secret", "api_token", "smtp_password"})
+SECRET_FIELDS = frozenset({"secret", "api_token", "smtp_password", "engine_token"})
 
 
 class Settings(BaseModel):
@@ -176,6 +176,12 @@ class Settings(BaseModel):
     )
     engine_port: Port = Field(
         8001, alias="MAILGATE_ENGINE_PORT", description="`mailgate engine` port."
+    )
+    engine_token: OptionalStr = Field(
+        None,
+        alias="MAILGATE_ENGINE_TOKEN",
+        description="Shared bearer token between `mailgate engine` (or a Resonate Server with "
+        "auth) and the roles that use it.",
     )
     engine_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL",
