@@ -38,5 +38,5 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "selenium", "urllib3", "mail.log"):
+    for noisy in ("httpx", "httpcore", "selenium", "urllib3", "mail.log", "resonate"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,18 +1,24 @@
-"""Real peers for tests, on loopback: a page server, a callback receiver, a recording notifier."""
+"""Real peers for tests, on loopback: a page server, a callback receiver, a recording notifier;
+and the recording stand-ins the fetchers take for sleeping and resolving names."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from smtp_sink import Sink
 
 from service.app import Mailgate
 from service.domain import Ask
+from service.steps.guard import system_resolve
+
+REPLY_DOMAIN = "mailgate.test"
 
 ARTICLE = """<!doctype html><html><head><title>Tide pools</title>
 <style>body{color:red}</style><script>var tracking = 1;</script></head>
@@ -154,6 +160,9 @@ class Running:
     notifier: RecordingNotifier
 
 
+StartListener = Callable[..., Awaitable[tuple[Running, Sink]]]
+
+
 async def wait_for_state(
     client: httpx.AsyncClient,
     request_id: str,
@@ -172,3 +181,29 @@ async def wait_for_state(
 def local(url: str) -> str:
     """The path of a link built from MAILGATE_PUBLIC_URL, to request from the test's port."""
     return urlsplit(url).path
+
+
+class Sleeps(list[float]):
+    """Records backoff delays instead of waiting, and can run a hook at each one."""
+
+    on_sleep: Callable[[], None] | None = None
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+        if self.on_sleep is not None:
+            self.on_sleep()
+
+
+class TableResolver:
+    """Names from a fixed table, falling back to the system, with every lookup recorded: names
+    like ``*.test`` then reach loopback, and a test can count how often a host was looked up."""
+
+    def __init__(self, table: dict[str, str] | None = None) -> None:
+        self.table = table or {}
+        self.lookups: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        if host in self.table:
+            return [self.table[host]]
+        return await system_resolve(host, port)

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-from support import ARTICLE
+from support import ARTICLE, PageServer, StartListener
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "replies"
-DOMAIN = "mailgate.test"
 
 pytestmark = pytest.mark.slow
 
@@ -28,17 +27,11 @@ def _normalized(text: str | None) -> str:
     return " ".join((text or "").replace("\r\n", "\n").split())
 
 
-async def test_every_corpus_case_through_the_listener(start_mailgate, start_sink, page_server):
+async def test_every_corpus_case_through_the_listener(
+    start_listener: StartListener, page_server: PageServer
+) -> None:
     labels = json.loads((CORPUS / "labels.json").read_text())
-    sink = await start_sink()
-    mailgate = await start_mailgate(
-        recording=False,
-        MAILGATE_NOTIFIER="smtp",
-        MAILGATE_SMTP_PORT=str(sink.port),
-        MAILGATE_REPLY_DOMAIN=DOMAIN,
-        MAILGATE_FROM=f"Mailgate <mailgate@{DOMAIN}>",
-        MAILGATE_INBOUND_PORT="0",
-    )
+    mailgate, sink = await start_listener()
     names = sorted(labels)
     requests: dict[str, str] = {}
     for name in names:

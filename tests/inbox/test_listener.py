@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 import aiosmtplib
 import pytest
-from support import wait_for_state
+from support import REPLY_DOMAIN, StartListener, wait_for_state
 
 from service.testing import FakeOllama
-
-DOMAIN = "mailgate.test"
 
 
 async def _mail(sink, count: int, timeout: float = 20) -> EmailMessage:
@@ -62,24 +61,12 @@ async def _send(
 
 
 @pytest.fixture
-async def replying(start_mailgate, start_sink, fake_ollama: FakeOllama):
-    sink = await start_sink()
-
-    async def start(**overrides: str):
-        mailgate = await start_mailgate(
-            recording=False,
-            MAILGATE_NOTIFIER="smtp",
-            MAILGATE_SMTP_PORT=str(sink.port),
-            MAILGATE_REPLY_DOMAIN=DOMAIN,
-            MAILGATE_FROM=f"Mailgate <mailgate@{DOMAIN}>",
-            MAILGATE_INBOUND_PORT="0",
-            MAILGATE_SUMMARIZER="ollama",
-            OLLAMA_HOST=fake_ollama.url,
-            **overrides,
-        )
-        return mailgate, sink
-
-    return start
+def replying(start_listener: StartListener, fake_ollama: FakeOllama) -> StartListener:
+    """A listener whose summaries come from the fake Ollama, so a test can see the reason in a
+    reply reach the next prompt."""
+    return functools.partial(
+        start_listener, MAILGATE_SUMMARIZER="ollama", OLLAMA_HOST=fake_ollama.url
+    )
 
 
 async def test_reject_by_reply_with_reason_then_approve_by_reply(
@@ -115,7 +102,7 @@ async def test_who_and_what_may_decide(replying, page_server):
     await wait_for_state(mailgate.client, request_id, "waiting")
 
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
-        await _send(mailgate, _reply(request, "yes"), recipient=f"reply+aaaa@{DOMAIN}")
+        await _send(mailgate, _reply(request, "yes"), recipient=f"reply+aaaa@{REPLY_DOMAIN}")
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
         await _send(mailgate, _reply(request, "yes"), recipient="postmaster@example.net")
 

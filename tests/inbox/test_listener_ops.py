@@ -14,33 +14,19 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from support import REPLY_DOMAIN, StartListener
 
 from service.inbox import dkim_check
 
-DOMAIN = "mailgate.test"
 
-
-async def _listener(start_mailgate, start_sink, **overrides: str):
-    sink = await start_sink()
-    return await start_mailgate(
-        recording=False,
-        MAILGATE_NOTIFIER="smtp",
-        MAILGATE_SMTP_PORT=str(sink.port),
-        MAILGATE_REPLY_DOMAIN=DOMAIN,
-        MAILGATE_FROM=f"Mailgate <mailgate@{DOMAIN}>",
-        MAILGATE_INBOUND_PORT="0",
-        **overrides,
-    )
-
-
-async def test_starttls_with_the_configured_certificate(start_mailgate, start_sink, tmp_path: Path):
+async def test_starttls_with_the_configured_certificate(
+    start_listener: StartListener, tmp_path: Path
+) -> None:
     authority = trustme.CA()
-    cert = authority.issue_cert(DOMAIN, "127.0.0.1")
+    cert = authority.issue_cert(REPLY_DOMAIN, "127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "chain.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    mailgate = await _listener(
-        start_mailgate,
-        start_sink,
+    mailgate, _ = await start_listener(
         MAILGATE_INBOUND_TLS_CERT=str(tmp_path / "chain.pem"),
         MAILGATE_INBOUND_TLS_KEY=str(tmp_path / "key.pem"),
     )
@@ -60,8 +46,8 @@ async def test_starttls_with_the_configured_certificate(start_mailgate, start_si
         assert code == 250
 
 
-async def test_idle_sessions_get_421_on_shutdown(start_mailgate, start_sink):
-    mailgate = await _listener(start_mailgate, start_sink)
+async def test_idle_sessions_get_421_on_shutdown(start_listener: StartListener) -> None:
+    mailgate, _ = await start_listener()
     reader, writer = await asyncio.open_connection("127.0.0.1", mailgate.app.inbox.port)
     assert (await reader.readline()).startswith(b"220")
     writer.write(b"HELO client.example\r\n")
@@ -78,7 +64,7 @@ async def test_idle_sessions_get_421_on_shutdown(start_mailgate, start_sink):
 def _signed(key_pem: bytes, sender_domain: str, signer_domain: str) -> bytes:
     message = EmailMessage()
     message["From"] = f"alice@{sender_domain}"
-    message["To"] = f"reply+x@{DOMAIN}"
+    message["To"] = f"reply+x@{REPLY_DOMAIN}"
     message["Subject"] = "Re: request"
     message.set_content("Yes")
     raw = message.as_bytes()

@@ -4,6 +4,7 @@ only way out, all on loopback."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
 import signal
@@ -14,10 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from support import Sleeps, TableResolver
 
 from service.errors import BlockedUrl, HostNotFound, UnusablePage
 from service.steps.browser import BrowserFetcher, GuardedProxy
-from service.steps.guard import Destination, system_resolve
+from service.steps.guard import Destination
 
 JS_PAGE = """<!doctype html><html><head><title>Tides</title></head><body>
 <nav>Home | About</nav><main id="app"></main>
@@ -28,51 +30,11 @@ JS_PAGE = """<!doctype html><html><head><title>Tides</title></head><body>
 </script></body></html>"""
 
 
-class Sleeps(list[float]):
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-class TableResolver:
-    """Names from a fixed table (falling back to the system), every lookup recorded."""
-
-    def __init__(self, table: dict[str, str]) -> None:
-        self.table = table
-        self.lookups: list[str] = []
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.lookups.append(host)
-        if host in self.table:
-            return [self.table[host]]
-        return await system_resolve(host, port)
-
-
 @pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
-@pytest.fixture
-async def make_browser(sleeps: Sleeps) -> AsyncIterator[Callable[..., BrowserFetcher]]:
-    made: list[BrowserFetcher] = []
-
-    def make(**overrides: Any) -> BrowserFetcher:
-        options: dict[str, Any] = {
-            "allow_private": True,
-            "max_bytes": 1_000_000,
-            "timeout_s": 15.0,
-            "attempts": 3,
-            "backoff_s": 0.1,
-            "sleep": sleeps,
-            **overrides,
-        }
-        fetcher = BrowserFetcher(**options)
-        made.append(fetcher)
-        return fetcher
-
-    yield make
-    for fetcher in made:
-        await fetcher.close()
+def make_browser(make_fetcher_of: Callable[..., Any]) -> Callable[..., BrowserFetcher]:
+    return functools.partial(
+        make_fetcher_of, BrowserFetcher, max_bytes=1_000_000, timeout_s=15.0, backoff_s=0.1
+    )
 
 
 @pytest.mark.browser

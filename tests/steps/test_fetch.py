@@ -4,6 +4,7 @@ retries, and the limits that turn a page into a clear error."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 import threading
@@ -14,10 +15,11 @@ from typing import Any, ClassVar
 
 import pytest
 import trustme
+from smtp_sink import free_port
+from support import Sleeps, TableResolver
 
 from service.errors import BlockedUrl, FetchFailed, HostNotFound, UnusablePage
 from service.steps.fetch import HttpFetcher, extract_text
-from service.steps.guard import system_resolve
 
 ARTICLE_TEXT = (
     "Tide pools\nTide pools\n"
@@ -28,58 +30,16 @@ ARTICLE_TEXT = (
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class Sleeps(list[float]):
-    """Records backoff delays instead of waiting, and can run a hook at each one."""
-
-    on_sleep: Callable[[], None] | None = None
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-        if self.on_sleep is not None:
-            self.on_sleep()
-
-
-class CountingResolver:
-    """The real resolver, or a fixed table of names, with every lookup recorded."""
-
-    def __init__(self, table: dict[str, str] | None = None) -> None:
-        self.table = table or {}
-        self.lookups: list[str] = []
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.lookups.append(host)
-        if host in self.table:
-            return [self.table[host]]
-        return await system_resolve(host, port)
-
-
 @pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
-@pytest.fixture
-async def make_fetcher(sleeps: Sleeps) -> AsyncIterator[Callable[..., HttpFetcher]]:
-    made: list[HttpFetcher] = []
-
-    def make(**overrides: Any) -> HttpFetcher:
-        options: dict[str, Any] = {
-            "allow_private": True,
-            "max_bytes": 100_000,
-            "timeout_s": 5.0,
-            "attempts": 3,
-            "backoff_s": 0.5,
-            "user_agent": "Mailgate-test",
-            "sleep": sleeps,
-            **overrides,
-        }
-        fetcher = HttpFetcher(**options)
-        made.append(fetcher)
-        return fetcher
-
-    yield make
-    for fetcher in made:
-        await fetcher.close()
+def make_fetcher(make_fetcher_of: Callable[..., Any]) -> Callable[..., HttpFetcher]:
+    return functools.partial(
+        make_fetcher_of,
+        HttpFetcher,
+        max_bytes=100_000,
+        timeout_s=5.0,
+        backoff_s=0.5,
+        user_agent="Mailgate-test",
+    )
 
 
 @pytest.fixture
@@ -234,7 +194,7 @@ async def test_follows_redirects_checking_every_hop(
     make_fetcher: Callable[..., HttpFetcher], page_server: Any
 ) -> None:
     port = page_server.server.server_address[1]
-    resolver = CountingResolver({"hop.test": "127.0.0.1"})
+    resolver = TableResolver({"hop.test": "127.0.0.1"})
     page_server.redirect("/one", f"http://hop.test:{port}/two")
     page_server.redirect("/two", "/article")
 
@@ -285,7 +245,7 @@ async def test_connects_to_the_checked_address_without_a_second_lookup(
     """``rebind.test`` exists only in this resolver: any second lookup would fail."""
     heads: list[bytes] = []
     port = await raw_server(recording_page(heads))
-    resolver = CountingResolver({"rebind.test": "127.0.0.1"})
+    resolver = TableResolver({"rebind.test": "127.0.0.1"})
 
     assert await make_fetcher(resolve=resolver).fetch(f"http://rebind.test:{port}/") == "hello"
 
@@ -320,15 +280,20 @@ def tls_site() -> Iterator[tuple[int, trustme.CA, list[str | None]]]:
     server.server_close()
 
 
+def fetcher_trusting(
+    make_fetcher: Callable[..., HttpFetcher], ca: trustme.CA, host: str
+) -> HttpFetcher:
+    """A fetcher that trusts the test CA and finds ``host`` on loopback, where the site is."""
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return make_fetcher(resolve=TableResolver({host: "127.0.0.1"}), ssl_context=client_context)
+
+
 async def test_tls_verifies_the_host_name_while_connecting_to_the_pinned_address(
     make_fetcher: Callable[..., HttpFetcher], tls_site: tuple[int, trustme.CA, list[str | None]]
 ) -> None:
     port, ca, server_names = tls_site
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    fetcher = make_fetcher(
-        resolve=CountingResolver({"pinned.test": "127.0.0.1"}), ssl_context=client_context
-    )
+    fetcher = fetcher_trusting(make_fetcher, ca, "pinned.test")
 
     assert await fetcher.fetch(f"https://pinned.test:{port}/") == "Pinned over TLS."
     assert server_names == ["pinned.test"]
@@ -340,11 +305,7 @@ async def test_a_certificate_for_another_name_fails_without_retries(
     tls_site: tuple[int, trustme.CA, list[str | None]],
 ) -> None:
     port, ca, _ = tls_site
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    fetcher = make_fetcher(
-        resolve=CountingResolver({"other.test": "127.0.0.1"}), ssl_context=client_context
-    )
+    fetcher = fetcher_trusting(make_fetcher, ca, "other.test")
 
     with pytest.raises(FetchFailed, match=r"TLS certificate of other\.test is not valid"):
         await fetcher.fetch(f"https://other.test:{port}/")
@@ -359,7 +320,7 @@ async def test_dns_failure_fails_fast_after_one_attempt(
     make_fetcher: Callable[..., HttpFetcher],
     sleeps: Sleeps,
 ) -> None:
-    resolver = CountingResolver()
+    resolver = TableResolver()
     fetcher = make_fetcher(resolve=resolver, attempts=5, backoff_s=10.0)
     started = time.monotonic()
 
@@ -401,9 +362,7 @@ async def test_connection_refused_is_retried_then_fails(
     make_fetcher: Callable[..., HttpFetcher],
     sleeps: Sleeps,
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     fetcher = make_fetcher(attempts=2)
 
     with pytest.raises(FetchFailed, match=r"after 2 attempts: 127\.0\.0\.1: \S"):
@@ -432,27 +391,49 @@ async def test_a_server_that_never_answers_times_out_and_is_retried(
     assert len(connections) == 2
 
 
-@pytest.mark.parametrize("status", [401, 403, 404, 410])
-async def test_client_errors_are_unusable_at_once(
-    make_fetcher: Callable[..., HttpFetcher], sleeps: Sleeps, page_server: Any, status: int
+UNUSABLE_PAGES = [
+    *(
+        pytest.param(
+            {"body": "<p>no</p>", "status": status},
+            f"127.0.0.1 answered {status}",
+            id=f"answered-{status}",
+        )
+        for status in (401, 403, 404, 410)
+    ),
+    *(
+        pytest.param(
+            {"body": b"%PDF-1.7 binary", "content_type": content_type},
+            f"127.0.0.1 sent {content_type}, not a web page",
+            id=content_type,
+        )
+        for content_type in ("application/pdf", "image/png", "application/json")
+    ),
+    pytest.param({"body": "<p>" + "x" * 2_000 + "</p>"}, "larger than 1000 bytes", id="too-big"),
+    pytest.param(
+        {"body": "<html><body><script>app()</script><nav>Home</nav></body>"},
+        "has no visible text",
+        id="no-text",
+    ),
+]
+
+
+@pytest.mark.parametrize(("page", "message"), UNUSABLE_PAGES)
+async def test_an_unusable_page_fails_at_once_with_a_clear_error(
+    make_fetcher: Callable[..., HttpFetcher],
+    sleeps: Sleeps,
+    page_server: Any,
+    page: dict[str, Any],
+    message: str,
 ) -> None:
-    url = page_server.add("/gone", "<p>no</p>", status=status)
-    fetcher = make_fetcher()
+    """Asking again cannot make these pages usable, so the first answer is final. The size cap
+    is small; only the page meant to exceed it does."""
+    url = page_server.add("/page", **page)
 
-    with pytest.raises(UnusablePage, match=f"127.0.0.1 answered {status}"):
-        await fetcher.fetch(url)
-
-    assert page_server.hits["/gone"] == 1
-    assert sleeps == []
-
-
-async def test_a_page_over_the_size_cap_is_refused_by_its_length(
-    make_fetcher: Callable[..., HttpFetcher], page_server: Any
-) -> None:
-    url = page_server.add("/big", "<p>" + "x" * 2_000 + "</p>")
-
-    with pytest.raises(UnusablePage, match="larger than 1000 bytes"):
+    with pytest.raises(UnusablePage, match=message):
         await make_fetcher(max_bytes=1_000).fetch(url)
+
+    assert page_server.hits["/page"] == 1
+    assert sleeps == []
 
 
 async def test_an_endless_body_is_cut_off_at_the_size_cap(
@@ -480,16 +461,6 @@ async def test_an_endless_body_is_cut_off_at_the_size_cap(
     assert sum(sent) < 5_000_000
 
 
-@pytest.mark.parametrize("content_type", ["application/pdf", "image/png", "application/json"])
-async def test_non_html_is_unusable(
-    make_fetcher: Callable[..., HttpFetcher], page_server: Any, content_type: str
-) -> None:
-    url = page_server.add("/file", b"%PDF-1.7 binary", content_type=content_type)
-
-    with pytest.raises(UnusablePage, match=f"127.0.0.1 sent {content_type}, not a web page"):
-        await make_fetcher().fetch(url)
-
-
 async def test_plain_text_is_accepted_as_text(
     make_fetcher: Callable[..., HttpFetcher], page_server: Any
 ) -> None:
@@ -500,15 +471,6 @@ async def test_plain_text_is_accepted_as_text(
     )
 
     assert await make_fetcher().fetch(url) == "Low tide at 6am.\n<b>Bring boots.</b>"
-
-
-async def test_an_empty_page_is_unusable(
-    make_fetcher: Callable[..., HttpFetcher], page_server: Any
-) -> None:
-    url = page_server.add("/empty", "<html><body><script>app()</script><nav>Home</nav></body>")
-
-    with pytest.raises(UnusablePage, match="has no visible text"):
-        await make_fetcher().fetch(url)
 
 
 async def test_decodes_the_declared_charset(
