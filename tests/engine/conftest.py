@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -45,26 +44,6 @@ async def make_resonate() -> AsyncIterator[Callable[..., Resonate]]:
     yield make
     for resonate in made:
         await resonate.stop()
-
-
-async def pending_child(resonate: Resonate, parent: str, timeout_s: float = 10.0) -> str:
-    """The id of the first pending promise whose parent is ``parent``, once it exists."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        page = await resonate.promises.search(
-            state="pending", tags={"resonate:parent": parent}, limit=10, cursor=None
-        )
-        children = [p.id for p in page.promises if p.id != parent]
-        if children:
-            return children[0]
-        await asyncio.sleep(0.02)
-    msg = f"no pending child of {parent} after {timeout_s}s"
-    raise AssertionError(msg)
-
-
-@pytest.fixture
-def wait_pending_child() -> Callable[..., Any]:
-    return pending_child
 
 
 _corr = itertools.count()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
+from engine_workflows import approval, suspended_approval
 from resonate.connections import LocalConnection
 from resonate.context import Context
 from resonate.resonate import Resonate
@@ -13,16 +13,6 @@ from resonate.types import Value
 from resonate_base.connections import Network, Source
 
 from service.engine import EngineConnection, open_memory
-
-
-def double(ctx: Context, n: int) -> int:
-    return n * 2
-
-
-async def approval(ctx: Context, n: int) -> dict[str, Any]:
-    doubled = await ctx.run(double, n)
-    decision = await ctx.promise()
-    return {"doubled": doubled, "decision": decision}
 
 
 def test_is_network_and_source_but_not_local_connection() -> None:
@@ -35,13 +25,11 @@ def test_is_network_and_source_but_not_local_connection() -> None:
 
 
 async def test_workflow_suspends_on_promise_and_completes_when_resolved(
-    engine: EngineConnection, make_resonate, wait_pending_child
+    engine: EngineConnection, make_resonate
 ) -> None:
     resonate: Resonate = make_resonate(engine)
     resonate.register(approval)
-    handle = resonate.run("wf-1", approval, 21)
-
-    child = await wait_pending_child(resonate, "wf-1")
+    handle, child = await suspended_approval(resonate, "wf-1", 21)
     root = await resonate.promises.get("wf-1")
     assert root.state == "pending"
     await resonate.promises.resolve(child, Value(data="approve"))
@@ -50,13 +38,10 @@ async def test_workflow_suspends_on_promise_and_completes_when_resolved(
     assert (await resonate.promises.get("wf-1")).state == "resolved"
 
 
-async def test_same_id_returns_the_same_execution(
-    engine: EngineConnection, make_resonate, wait_pending_child
-) -> None:
+async def test_same_id_returns_the_same_execution(engine: EngineConnection, make_resonate) -> None:
     resonate: Resonate = make_resonate(engine)
     resonate.register(approval)
-    first = resonate.run("wf-same", approval, 1)
-    child = await wait_pending_child(resonate, "wf-same")
+    first, child = await suspended_approval(resonate, "wf-same", 1)
     second = resonate.run("wf-same", approval, 999)
     await resonate.promises.resolve(child, Value(data="ok"))
     assert await asyncio.wait_for(first.result(), 10) == {"doubled": 2, "decision": "ok"}

@@ -7,9 +7,9 @@ import sqlite3
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
+from engine_workflows import approval, pending_child, suspended_approval
 from resonate.context import Context
 from resonate.error import ServerError
 from resonate.types import Value
@@ -27,25 +27,14 @@ from service.engine.store import DB_FILE, SqliteJournal
 FAR = 1 << 62
 
 
-def double(ctx: Context, n: int) -> int:
-    return n * 2
-
-
-async def approval(ctx: Context, n: int) -> dict[str, Any]:
-    doubled = await ctx.run(double, n)
-    decision = await ctx.promise()
-    return {"doubled": doubled, "decision": decision}
-
-
 async def test_suspended_workflow_survives_a_restart_and_completes(
-    tmp_path: Path, make_resonate, wait_pending_child
+    tmp_path: Path, make_resonate
 ) -> None:
     first = open_durable(tmp_path, pid="p1", group="workers")
     await first.start()
     resonate = make_resonate(first)
     resonate.register(approval)
-    resonate.run("wf-1", approval, 21)
-    child = await wait_pending_child(resonate, "wf-1")
+    _, child = await suspended_approval(resonate, "wf-1", 21)
     await resonate.stop()
     await first.stop()
 
@@ -196,7 +185,7 @@ async def test_snapshots_compact_the_journal_and_restore_the_same_state(
 
 
 async def test_finished_workflows_are_deleted_after_retention(
-    tmp_path: Path, make_resonate, wait_pending_child
+    tmp_path: Path, make_resonate
 ) -> None:
     now = [1_000_000]
     calls: list[int] = []
@@ -226,10 +215,10 @@ async def test_finished_workflows_are_deleted_after_retention(
     resonate = make_resonate(conn, clock=lambda: now[0])
     resonate.register(flow)
     done = resonate.run("wf-r", flow, 7)
-    await resonate.promises.resolve(await wait_pending_child(resonate, "wf-r"), Value(data=1))
+    await resonate.promises.resolve(await pending_child(resonate, "wf-r"), Value(data=1))
     assert await asyncio.wait_for(done.result(), 10) == 7
     pending = resonate.run("wf-p", flow, 8)
-    await wait_pending_child(resonate, "wf-p")
+    await pending_child(resonate, "wf-p")
 
     now[0] += 59_000
     await asyncio.sleep(0.3)
@@ -240,7 +229,7 @@ async def test_finished_workflows_are_deleted_after_retention(
         await resonate.promises.get("wf-r")
     assert gone.value.code == 404
     assert (await resonate.promises.get("wf-p")).state == "pending"
-    await resonate.promises.resolve(await wait_pending_child(resonate, "wf-p"), Value(data=1))
+    await resonate.promises.resolve(await pending_child(resonate, "wf-p"), Value(data=1))
     assert await asyncio.wait_for(pending.result(), 10) == 8
     await resonate.stop()
     await conn.stop()
@@ -252,7 +241,7 @@ async def test_finished_workflows_are_deleted_after_retention(
     with pytest.raises(ServerError):
         await resonate.promises.get("wf-r")
     again = resonate.run("wf-r", flow, 9)
-    await resonate.promises.resolve(await wait_pending_child(resonate, "wf-r"), Value(data=1))
+    await resonate.promises.resolve(await pending_child(resonate, "wf-r"), Value(data=1))
     assert await asyncio.wait_for(again.result(), 10) == 9
     assert calls == [7, 8, 9]
     await resonate.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,27 +10,12 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from resonate.context import Context
+from engine_workflows import approval, pending_child, suspended_approval
 from resonate.error import ServerError
 from resonate.types import Value
+from smtp_sink import free_port
 
 from service.engine import EngineConnection, open_durable, serve_engine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def double(ctx: Context, n: int) -> int:
-    return n * 2
-
-
-async def approval(ctx: Context, n: int) -> dict[str, Any]:
-    doubled = await ctx.run(double, n)
-    decision = await ctx.promise()
-    return {"doubled": doubled, "decision": decision}
 
 
 async def wait_listening(url: str) -> None:
@@ -70,7 +54,7 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
 
 
 async def test_worker_and_client_over_http_complete_a_workflow(
-    tmp_path: Path, serve, make_resonate, wait_pending_child
+    tmp_path: Path, serve, make_resonate
 ) -> None:
     url = await serve(open_durable(tmp_path, pid="engine", group="engine"))
     worker = make_resonate(url=url, group="workers", pid="worker-1")
@@ -79,7 +63,7 @@ async def test_worker_and_client_over_http_complete_a_workflow(
     gateway.register(approval)
 
     handle = gateway.options(target="workers").rpc("wf-http", approval, 21)
-    child = await wait_pending_child(gateway, "wf-http")
+    child = await pending_child(gateway, "wf-http")
     await gateway.promises.resolve(child, Value(data="approve"))
     assert await asyncio.wait_for(handle.result(), 15) == {"doubled": 42, "decision": "approve"}
 
@@ -90,14 +74,13 @@ async def test_worker_and_client_over_http_complete_a_workflow(
 
 
 async def test_a_data_dir_written_embedded_is_served_to_separate_workers(
-    tmp_path: Path, serve, make_resonate, wait_pending_child
+    tmp_path: Path, serve, make_resonate
 ) -> None:
     embedded = open_durable(tmp_path, pid="serve-1", group="workers")
     await embedded.start()
     resonate = make_resonate(embedded, group="workers", pid="serve-1")
     resonate.register(approval)
-    resonate.run("wf-moved", approval, 5)
-    child = await wait_pending_child(resonate, "wf-moved")
+    _, child = await suspended_approval(resonate, "wf-moved", 5)
     await resonate.stop()
     await embedded.stop()
 
