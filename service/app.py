@@ -31,6 +31,7 @@ from resonate_base.error import ConnectorError
 
 from service import engine, workflow
 from service.config import Settings
+from service.domain import WORKER_GROUP
 from service.errors import ConfigError
 from service.gateway.app import build_app
 from service.gateway.context import Gateway
@@ -50,7 +51,7 @@ from service.steps.summarize import (
     Summarizer,
     ollama_available,
 )
-from service.submissions import WORKER_GROUP, Policy
+from service.submissions import Policy
 
 logger = logging.getLogger(__name__)
 

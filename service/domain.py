@@ -16,11 +16,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 Verdict = Literal["approve", "reject"]
 Via = Literal["link", "reply", "cli"]
-State = Literal["summarizing", "waiting", "approved", "failed"]
 
 DECISION_VERSION = 1
 WORKFLOW_PREFIX = "mg-"
 WORKFLOW_NAME = "approval"
+#: The routing group workers listen on; the gateway dispatches every request to it.
+WORKER_GROUP = "worker"
 
 
 def normalize_url(url: str) -> str:

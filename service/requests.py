@@ -9,27 +9,19 @@ served by ``mailgate engine``, or a Resonate Server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from resonate.error import ServerError
-from resonate.resonate import Resonate
+from resonate.resonate import Resonate, default_resolve_target
 from resonate.types import PromiseRecord
 
-from service.domain import WORKFLOW_NAME, Decision, normalize_email, workflow_id
+from service.domain import WORKER_GROUP, WORKFLOW_NAME, Decision, normalize_email, workflow_id
 from service.progress import Progress
 from service.status import RequestView, RoundView
 
 #: Generations probed past the first when looking for the latest request of a pair.
 MAX_GENERATIONS = 1000
-
-
-@dataclass(frozen=True)
-class Submitted:
-    url: str
-    approver: str
-    callback_url: str | None
-    submitted_at: int
 
 
 async def get_record(resonate: Resonate, promise_id: str) -> PromiseRecord | None:
@@ -101,24 +93,37 @@ async def view(resonate: Resonate, request_id: str, progress: Progress) -> Reque
 
 
 async def listing(resonate: Resonate, progress: Progress, limit: int = 100) -> list[RequestView]:
-    """Requests known to the engine, pending first, newest first within each group."""
+    """Requests known to the engine: every pending one first, then finished ones up to ``limit``.
+
+    Roots are found by the routing tag every ``rpc`` to the worker group stamps on them, which
+    neither the rounds' promises nor the steps' checkpoints carry; searching pending ones first
+    keeps the dashboard cheap however many finished requests retention keeps.
+    """
+    target = default_resolve_target(WORKER_GROUP)
+    pending = await _roots(resonate, "pending", target, limit)
+    finished = [
+        rid
+        for rid in await _roots(resonate, None, target, limit + len(pending))
+        if rid not in set(pending)
+    ]
+    chosen = (pending + finished)[:limit]
+    views = [v for rid in chosen if (v := await view(resonate, rid, progress))]
+    views.sort(key=lambda v: (v.finished, -v.created_at))
+    return views
+
+
+async def _roots(resonate: Resonate, state: str | None, target: str, limit: int) -> list[str]:
     roots: list[str] = []
     cursor: str | None = None
     while len(roots) < limit:
         page = await resonate.promises.search(
-            state=None, tags={"resonate:scope": "global"}, limit=100, cursor=cursor
+            state=state, tags={"resonate:target": target}, limit=100, cursor=cursor
         )
-        roots.extend(
-            record.id
-            for record in page.promises
-            if ":" not in record.id and request_of(record) is not None
-        )
+        roots.extend(r.id for r in page.promises if request_of(r) is not None)
         cursor = page.cursor
         if not cursor:
             break
-    views = [v for rid in roots[:limit] if (v := await view(resonate, rid, progress))]
-    views.sort(key=lambda v: (v.finished, -v.created_at))
-    return views
+    return roots[:limit]
 
 
 async def approver_of(resonate: Resonate, request_id: str) -> str | None:

@@ -17,11 +17,16 @@ import httpx
 from email_validator import EmailNotValidError, validate_email
 from resonate.resonate import Resonate
 
-from service.domain import WORKFLOW_NAME, generation_of, normalize_email, normalize_url, workflow_id
+from service.domain import (
+    WORKER_GROUP,
+    WORKFLOW_NAME,
+    generation_of,
+    normalize_email,
+    normalize_url,
+    workflow_id,
+)
 from service.errors import MailgateError
 from service.requests import latest
-
-WORKER_GROUP = "worker"
 
 
 class InvalidSubmission(MailgateError):

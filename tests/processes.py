@@ -25,6 +25,17 @@ def clean_env(**values: str) -> dict[str, str]:
     return env
 
 
+def serve_env(tmp_path: Path, port: int, **values: str) -> dict[str, str]:
+    """A clean environment for `mailgate serve` on ``port`` with its data under ``tmp_path``;
+    it may fetch private URLs, since the test's pages are on loopback."""
+    return clean_env(
+        MAILGATE_DATA_DIR=str(tmp_path / "data"),
+        MAILGATE_HTTP_PORT=str(port),
+        MAILGATE_ALLOW_PRIVATE_URLS="1",
+        **values,
+    )
+
+
 class Process:
     """One ``python -m service <role>``; its output goes to a log file kept for failures."""
 

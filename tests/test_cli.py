@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from processes import ROOT, Process, clean_env
+from processes import ROOT, Process, clean_env, serve_env
 from smtp_sink import free_port
+from support import REPLY_DOMAIN, wait_for_state
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,14 @@ def mailgate(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def _serve_env(tmp_path: Path, port: int, **values: str) -> dict[str, str]:
+    """`mailgate serve` that needs neither Ollama nor a mail server: extractive summaries, and
+    asks printed to its log."""
+    return serve_env(
+        tmp_path, port, MAILGATE_SUMMARIZER="extractive", MAILGATE_NOTIFIER="console", **values
     )
 
 
@@ -61,18 +70,12 @@ def test_config_check_masks_secrets():
 
 async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_server):
     port = free_port()
-    env = clean_env(
-        MAILGATE_DATA_DIR=str(tmp_path / "data"),
-        MAILGATE_HTTP_PORT=str(port),
-        MAILGATE_SUMMARIZER="extractive",
-        MAILGATE_NOTIFIER="console",
-        MAILGATE_ALLOW_PRIVATE_URLS="1",
-        MAILGATE_API_TOKEN="tok",
-    )
+    env = _serve_env(tmp_path, port, MAILGATE_API_TOKEN="tok")
     serve = Process("serve", env, tmp_path / "serve.log")
     serve.start()
+    base = f"http://127.0.0.1:{port}"
     try:
-        await serve.wait_http(f"http://127.0.0.1:{port}/healthz")
+        await serve.wait_http(base + "/healthz")
         second = mailgate("serve", env=env)
         assert second.returncode != 0
         assert "lock" in (second.stderr + second.stdout).lower()
@@ -93,12 +96,10 @@ async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_serv
         )
         request_id = (await waiter.stdout.readline()).decode().strip()
         assert request_id.startswith("mg-")
-        async with httpx.AsyncClient(headers={"authorization": "Bearer tok"}) as client:
-            async with asyncio.timeout(30):
-                while (await client.get(f"http://127.0.0.1:{port}/requests/{request_id}")).json()[
-                    "state"
-                ] != "waiting":
-                    await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(
+            base_url=base, headers={"authorization": "Bearer tok"}
+        ) as client:
+            await wait_for_state(client, request_id, "waiting")
         assert "/decide/" in serve.output()
 
         status = await asyncio.to_thread(mailgate, "status", request_id, env=env)
@@ -122,14 +123,8 @@ async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_serv
 
 async def test_reply_test_plays_the_approver(tmp_path: Path, page_server):
     port, inbound = free_port(), free_port()
-    env = clean_env(
-        MAILGATE_DATA_DIR=str(tmp_path / "data"),
-        MAILGATE_HTTP_PORT=str(port),
-        MAILGATE_INBOUND_PORT=str(inbound),
-        MAILGATE_REPLY_DOMAIN="mailgate.test",
-        MAILGATE_SUMMARIZER="extractive",
-        MAILGATE_NOTIFIER="console",
-        MAILGATE_ALLOW_PRIVATE_URLS="1",
+    env = _serve_env(
+        tmp_path, port, MAILGATE_INBOUND_PORT=str(inbound), MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN
     )
     serve = Process("serve", env, tmp_path / "serve.log")
     serve.start()
@@ -149,11 +144,7 @@ async def test_reply_test_plays_the_approver(tmp_path: Path, page_server):
             await _wait_rounds(client, request_id, 2)
             yes = await asyncio.to_thread(mailgate, "reply-test", request_id, "yes", env=env)
             assert yes.returncode == 0, yes.stderr
-            async with asyncio.timeout(30):
-                while (view := (await client.get(f"/requests/{request_id}")).json())[
-                    "state"
-                ] != "approved":
-                    await asyncio.sleep(0.1)
+            view = await wait_for_state(client, request_id, "approved")
         assert [(r["decision"], r["via"]) for r in view["rounds"]] == [
             ("reject", "reply"),
             ("approve", "reply"),

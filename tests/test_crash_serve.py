@@ -8,53 +8,58 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 import httpx
 import pytest
-from processes import Process, clean_env
-from smtp_sink import free_port
+from processes import Process, serve_env
+from smtp_sink import Sink, StartSink, free_port
+from support import REPLY_DOMAIN, PageServer, local, wait_for_state
 
 from service.testing import FakeOllama
 
 pytestmark = pytest.mark.slow
 
 
-async def _until(condition, timeout: float = 30, what: str = "condition") -> None:
+async def _until(condition: Callable[[], bool], timeout: float = 30) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.05)
 
 
-def _link(message) -> str:
+def _link(message: EmailMessage) -> str:
     text = message.get_body(("plain",)).get_content()
     return re.search(r"(http://\S+/decide/[^\s?]+)", text).group(1)
 
 
-async def test_kill_at_every_stage(tmp_path: Path, start_sink, page_server):
+def _serve(tmp_path: Path, port: int, sink: Sink, **settings: str) -> Process:
+    """`mailgate serve` on ``port``, mailing through ``sink``; the short lease lets each restart
+    take over the work the killed process held."""
+    env = serve_env(
+        tmp_path,
+        port,
+        MAILGATE_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        MAILGATE_NOTIFIER="smtp",
+        MAILGATE_SMTP_PORT=str(sink.port),
+        MAILGATE_FROM=f"Mailgate <mailgate@{REPLY_DOMAIN}>",
+        MAILGATE_SECRET="crash-secret",
+        MAILGATE_LEASE_TTL="3s",
+        **settings,
+    )
+    return Process("serve", env, tmp_path / "serve.log")
+
+
+async def test_kill_at_every_stage(
+    tmp_path: Path, start_sink: StartSink, page_server: PageServer
+) -> None:
     sink = await start_sink()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with FakeOllama(delay_s=2.0) as fake:
-        serve = Process(
-            "serve",
-            clean_env(
-                MAILGATE_DATA_DIR=str(tmp_path / "data"),
-                MAILGATE_HTTP_PORT=str(port),
-                MAILGATE_PUBLIC_URL=base,
-                MAILGATE_SUMMARIZER="ollama",
-                OLLAMA_HOST=fake.url,
-                MAILGATE_NOTIFIER="smtp",
-                MAILGATE_SMTP_PORT=str(sink.port),
-                MAILGATE_FROM="Mailgate <mailgate@mailgate.test>",
-                MAILGATE_ALLOW_PRIVATE_URLS="1",
-                MAILGATE_SECRET="crash-secret",
-                MAILGATE_LEASE_TTL="3s",
-            ),
-            tmp_path / "serve.log",
-        )
+        serve = _serve(tmp_path, port, sink, MAILGATE_SUMMARIZER="ollama", OLLAMA_HOST=fake.url)
         client = httpx.AsyncClient(base_url=base, timeout=10)
         try:
             serve.start()
@@ -82,7 +87,7 @@ async def test_kill_at_every_stage(tmp_path: Path, start_sink, page_server):
             serve.start()
             await serve.wait_http(base + "/healthz")
             await _until(lambda: len(sink.received) >= 1, timeout=60)
-            state = await _wait_state(client, request_id, "waiting")
+            state = await wait_for_state(client, request_id, "waiting", timeout=60)
             serve.kill()
 
             # (d) while waiting on the human: a restart changes nothing and sends nothing.
@@ -100,7 +105,7 @@ async def test_kill_at_every_stage(tmp_path: Path, start_sink, page_server):
             # (e) right after the decision is posted.
             reason = "Say that lifting animals harms them."
             decided = await client.post(
-                _path(_link(sink.received[0].message)),
+                local(_link(sink.received[0].message)),
                 json={"verdict": "reject", "reason": reason},
                 headers={"accept": "application/json"},
             )
@@ -111,12 +116,12 @@ async def test_kill_at_every_stage(tmp_path: Path, start_sink, page_server):
             await _until(lambda: len(sink.received) >= 2, timeout=60)
             assert reason in fake.answered[-1].prompt
             approved = await client.post(
-                _path(_link(sink.received[1].message)),
+                local(_link(sink.received[1].message)),
                 json={"verdict": "approve"},
                 headers={"accept": "application/json"},
             )
             assert approved.status_code == 200
-            state = await _wait_state(client, request_id, "approved")
+            state = await wait_for_state(client, request_id, "approved", timeout=60)
         finally:
             await client.aclose()
             serve.terminate()
@@ -127,41 +132,20 @@ async def test_kill_at_every_stage(tmp_path: Path, start_sink, page_server):
     assert len(sink.received) == 2
 
 
-def _path(url: str) -> str:
-    return httpx.URL(url).path
-
-
-async def _wait_state(client: httpx.AsyncClient, request_id: str, state: str) -> dict:
-    async with asyncio.timeout(60):
-        while True:
-            body = (await client.get(f"/requests/{request_id}")).json()
-            if body["state"] == state:
-                return body
-            await asyncio.sleep(0.1)
-
-
-async def test_reply_acknowledged_then_killed_is_not_lost(tmp_path: Path, start_sink, page_server):
+async def test_reply_acknowledged_then_killed_is_not_lost(
+    tmp_path: Path, start_sink: StartSink, page_server: PageServer
+) -> None:
     """SIGKILL right after the listener's 250 for a "yes": the restart completes approved."""
     sink = await start_sink()
     port, inbound = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
-    serve = Process(
-        "serve",
-        clean_env(
-            MAILGATE_DATA_DIR=str(tmp_path / "data"),
-            MAILGATE_HTTP_PORT=str(port),
-            MAILGATE_PUBLIC_URL=base,
-            MAILGATE_SUMMARIZER="extractive",
-            MAILGATE_NOTIFIER="smtp",
-            MAILGATE_SMTP_PORT=str(sink.port),
-            MAILGATE_FROM="Mailgate <mailgate@mailgate.test>",
-            MAILGATE_REPLY_DOMAIN="mailgate.test",
-            MAILGATE_INBOUND_PORT=str(inbound),
-            MAILGATE_ALLOW_PRIVATE_URLS="1",
-            MAILGATE_SECRET="crash-secret",
-            MAILGATE_LEASE_TTL="3s",
-        ),
-        tmp_path / "serve.log",
+    serve = _serve(
+        tmp_path,
+        port,
+        sink,
+        MAILGATE_SUMMARIZER="extractive",
+        MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
+        MAILGATE_INBOUND_PORT=str(inbound),
     )
     client = httpx.AsyncClient(base_url=base, timeout=10)
     try:
@@ -183,7 +167,7 @@ async def test_reply_acknowledged_then_killed_is_not_lost(tmp_path: Path, start_
             serve.kill()
         serve.start()
         await serve.wait_http(base + "/healthz")
-        state = await _wait_state(client, request_id, "approved")
+        state = await wait_for_state(client, request_id, "approved", timeout=60)
     finally:
         await client.aclose()
         serve.terminate()

@@ -146,3 +146,25 @@ async def test_browser_fetcher_summarizes_script_written_text(
     assert "Kelp forests" in ask.summary
     await mailgate.client.post(local(ask.decide_url), data={"verdict": "approve"})
     await wait_for_state(mailgate.client, request_id, "approved")
+
+
+async def test_listing_shows_pending_requests_first(start_mailgate, page_server: PageServer):
+    mailgate = await start_mailgate()
+    client = mailgate.client
+    done_id = (
+        await client.post(
+            "/requests", json={"url": page_server.base + "/article", "email": "a@example.com"}
+        )
+    ).json()["id"]
+    ask = await mailgate.notifier.wait_for(1)
+    await client.post(local(ask.decide_url), data={"verdict": "approve"})
+    await wait_for_state(client, done_id, "approved")
+    page_server.add("/other", "<p>Another page about sea stars and their five arms.</p>")
+    pending_id = (
+        await client.post(
+            "/requests", json={"url": page_server.base + "/other", "email": "b@example.com"}
+        )
+    ).json()["id"]
+    await wait_for_state(client, pending_id, "waiting")
+    listed = (await client.get("/requests")).json()["requests"]
+    assert [v["id"] for v in listed] == [pending_id, done_id]

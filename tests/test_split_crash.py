@@ -110,6 +110,8 @@ async def test_kill_engine_gateway_and_worker(tmp_path: Path, start_sink, page_s
             )
             assert approved.status_code == 200, approved.text
             view = await _state(client, request_id, "approved", 2)
+            listed = (await client.get("/requests")).json()["requests"]
+            assert [v["id"] for v in listed] == [request_id]
         finally:
             await client.aclose()
             for process in (gateway, worker, engine):
