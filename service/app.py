@@ -41,7 +41,7 @@ from service.mail.send import SmtpSettings, smtp_reachable
 from service.mail.send import send as send_mail
 from service.metrics import Metrics
 from service.pagecache import PageCache
-from service.progress import Progress
+from service.progress import LocalProgress, Progress, SharedProgress
 from service.steps.callback import CallbackSender
 from service.steps.fetch import Fetcher, HttpFetcher
 from service.steps.notify import ConsoleNotifier, Notifier, SmtpNotifier
@@ -142,7 +142,7 @@ class Mailgate:
     roles: Roles
     clock: Callable[[], int] = now_ms
     env: Mapping[str, str] = field(default_factory=dict)
-    progress: Progress = field(default_factory=Progress)
+    progress: Progress | None = None
     metrics: Metrics = field(default_factory=Metrics)
     pid: str = field(default_factory=lambda: uuid.uuid4().hex)
     resonate: Resonate | None = None
@@ -190,14 +190,20 @@ class Mailgate:
                 autostart=False,
             )
         self.resonate = resonate
+        progress: Progress = (
+            LocalProgress(self.clock)
+            if self.connection is not None
+            else SharedProgress(resonate, self.clock)
+        )
+        self.progress = progress
         workflow.register(resonate)
         if self.connection is None:
             await self._wait_for_engine(resonate)
         if self.roles.worker:
-            resonate.with_dependency(await self._deps(secrets))
+            resonate.with_dependency(await self._deps(secrets, progress))
         resonate.start()
         if self.roles.gateway:
-            await self._serve_http(resonate, secrets)
+            await self._serve_http(resonate, secrets, progress)
         if self.roles.inbox:
             await self._listen_smtp(resonate, secrets)
 
@@ -233,6 +239,8 @@ class Mailgate:
         if self._serving is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._serving
+        if self.progress is not None:
+            await self.progress.close()
         if self.resonate is not None:
             await self.resonate.stop()
         if self.fetcher is not None:
@@ -248,7 +256,7 @@ class Mailgate:
             raise RuntimeError(msg)
         return self._server.servers[0].sockets[0].getsockname()[1]
 
-    async def _deps(self, secrets: tuple[str, ...]) -> workflow.Deps:
+    async def _deps(self, secrets: tuple[str, ...], progress: Progress) -> workflow.Deps:
         settings = self.settings
         self.fetcher = self._fetcher()
         return workflow.Deps(
@@ -262,7 +270,7 @@ class Mailgate:
             ),
             pages=PageCache(settings.data_dir / "pages"),
             links=workflow.Links(settings.public_url, secrets, settings.decision_ttl),
-            progress=self.progress,
+            progress=progress,
             metrics=self.metrics,
             round_timeout=timedelta(seconds=settings.workflow_timeout),
             clock=self.clock,
@@ -381,10 +389,12 @@ class Mailgate:
 
     def _note(self, detail: str) -> None:
         request_id = workflow.current_request.get(None)
-        if request_id is not None:
+        if request_id is not None and self.progress is not None:
             self.progress.note(request_id, detail)
 
-    async def _serve_http(self, resonate: Resonate, secrets: tuple[str, ...]) -> None:
+    async def _serve_http(
+        self, resonate: Resonate, secrets: tuple[str, ...], progress: Progress
+    ) -> None:
         settings = self.settings
         gateway = Gateway.create(
             resonate=resonate,
@@ -393,7 +403,7 @@ class Mailgate:
                 allow_private_urls=settings.allow_private_urls,
                 workflow_timeout_s=settings.workflow_timeout,
             ),
-            progress=self.progress,
+            progress=progress,
             clock=self.clock,
             secrets=secrets,
             public_url=settings.public_url,

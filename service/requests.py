@@ -79,7 +79,7 @@ async def view(resonate: Resonate, request_id: str, progress: Progress) -> Reque
         return replace(base, state="approved", detail=detail)
     if root.state != "pending":
         return replace(base, state="failed", detail=_failure(root))
-    note = progress.get(request_id)
+    note = await _fresh_note(progress, request_id, children)
     if waiting_round is not None and asked:
         return replace(
             base,
@@ -139,6 +139,17 @@ async def pending_round(resonate: Resonate, request_id: str) -> str | None:
         if _is_decision_promise(record):
             return record.id if record.state == "pending" else None
     return None
+
+
+async def _fresh_note(
+    progress: Progress, request_id: str, children: list[PromiseRecord]
+) -> str | None:
+    """The step's note, unless something happened since it was written."""
+    note = await progress.get(request_id)
+    if note is None:
+        return None
+    last = max((max(c.created_at, c.settled_at or 0) for c in children), default=0)
+    return note.detail if note.at >= last else None
 
 
 async def _children(resonate: Resonate, request_id: str) -> list[PromiseRecord]:

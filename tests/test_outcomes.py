@@ -110,6 +110,18 @@ async def test_names_resolving_to_loopback_fail_with_a_clear_status(start_mailga
     assert page_server.hits == {}
 
 
+async def test_private_callback_urls_are_refused(start_mailgate):
+    mailgate = await start_mailgate(MAILGATE_ALLOW_PRIVATE_URLS="0")
+    body = {
+        "url": "https://example.com/",
+        "email": "erin@example.com",
+        "callback_url": "http://169.254.169.254/latest/meta-data",
+    }
+    response = await mailgate.client.post("/requests", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("callback_url:")
+
+
 async def test_file_urls_are_refused(start_mailgate):
     mailgate = await start_mailgate(MAILGATE_ALLOW_PRIVATE_URLS="0")
     response = await mailgate.client.post(

@@ -150,3 +150,55 @@ async def _answer(
     await aiosmtplib.send(
         _reply(message, answer, step["approver"]), hostname="127.0.0.1", port=inbound_port
     )
+
+
+async def test_split_gateway_shows_why_the_worker_waits(tmp_path: Path, page_server):
+    """The gateway shares no memory with the worker: the retry note travels through the engine."""
+    engine_port, http_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{http_port}"
+    with FakeOllama() as fake:
+        fake.down()
+        env = {
+            "RESONATE_URL": f"http://127.0.0.1:{engine_port}",
+            "MAILGATE_ENGINE_PORT": str(engine_port),
+            "MAILGATE_SECRET": "split-secret",
+            "MAILGATE_HTTP_PORT": str(http_port),
+            "MAILGATE_SUMMARIZER": "ollama",
+            "OLLAMA_HOST": fake.url,
+            "MAILGATE_NOTIFIER": "console",
+            "MAILGATE_ALLOW_PRIVATE_URLS": "1",
+        }
+        roles = [
+            Process(
+                name,
+                clean_env(**env, MAILGATE_DATA_DIR=str(tmp_path / name)),
+                tmp_path / f"{name}.log",
+            )
+            for name in ("engine", "worker", "gateway")
+        ]
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            try:
+                roles[0].start()
+                await wait_tcp(engine_port)
+                roles[1].start()
+                roles[2].start()
+                await roles[2].wait_http(base + "/healthz")
+                body = {"url": page_server.base + "/article", "email": "alice@example.com"}
+                request_id = (await client.post("/requests", json=body)).json()["id"]
+                view = await _until_detail(client, request_id, "Ollama unreachable")
+                assert view["state"] == "summarizing"
+                fake.up()
+                view = await _until_detail(client, request_id, "waiting for alice@example.com")
+                assert view["state"] == "waiting"
+            finally:
+                for process in reversed(roles):
+                    process.terminate()
+
+
+async def _until_detail(client: httpx.AsyncClient, request_id: str, text: str) -> dict:
+    async with asyncio.timeout(60):
+        while True:
+            view = (await client.get(f"/requests/{request_id}")).json()
+            if text in view["detail"]:
+                return view
+            await asyncio.sleep(0.1)
