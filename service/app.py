@@ -185,8 +185,10 @@ class Mailgate:
                 ttl=timedelta(seconds=settings.lease_ttl),
                 retry_policy=Never(),
                 env={},
-                sources=None if self.roles.worker else [],
-                subscription_refresh_secs=0 if not self.roles.worker else 60.0,
+                # The gateway listens too: the engine's push of each finished request is what
+                # lets the SDK drop the handle its ``rpc`` created. The inbox creates none.
+                sources=None if self.roles.worker or self.roles.gateway else [],
+                subscription_refresh_secs=0,
                 autostart=False,
             )
         self.resonate = resonate
