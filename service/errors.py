@@ -18,9 +18,14 @@ class Permanent(MailgateError):
 
 
 class HostNotFound(Permanent):
+    """``args`` holds only the host, so the error survives the SDK's pickling intact."""
+
     def __init__(self, host: str) -> None:
         self.host = host
-        super().__init__(f"cannot resolve host {host}")
+        super().__init__(host)
+
+    def __str__(self) -> str:
+        return f"cannot resolve host {self.host}"
 
 
 class BlockedUrl(Permanent):
@@ -46,7 +51,10 @@ class BadToken(MailgateError):
 class ExpiredToken(BadToken):
     def __init__(self, signed_at: int) -> None:
         self.signed_at = signed_at
-        super().__init__("this decision link has expired")
+        super().__init__(signed_at)
+
+    def __str__(self) -> str:
+        return "this decision link has expired"
 
 
 class ConfigError(MailgateError):

@@ -75,14 +75,14 @@ async def approval(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     request_id = ctx.info.id
     rounds: list[RoundView] = []
     try:
-        text = await download(deps, request_id, request["url"])
+        page = await download(deps, request_id, request["url"])
         previous: str | None = None
         reason: str | None = None
         first_promise: str | None = None
         while True:
             number = len(rounds) + 1
             summary = Summary.from_value(
-                await ctx.run(summarize_step, request_id, text, previous, reason)
+                await ctx.run(summarize_step, request_id, page, previous, reason)
             )
             decision_future = ctx.promise(timeout=deps.round_timeout)
             promise_id = await decision_future.id()
@@ -131,20 +131,40 @@ async def approval(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
-async def download(deps: Deps, request_id: str, url: str) -> str:
-    """Not durable on purpose: the cache, keyed by workflow id, makes replays cheap."""
+@dataclass(frozen=True)
+class Page:
+    """The downloaded text, or why it could not be had."""
+
+    text: str | None
+    failure: Permanent | None
+
+
+async def download(deps: Deps, request_id: str, url: str) -> Page:
+    """Not durable on purpose: the cache, keyed by workflow id, makes replays cheap.
+
+    A failure is handed to the summarize step instead of raised here. On a first run that
+    step executes and fails the request at once with the download's message; on a replay
+    whose summaries are already checkpointed it never executes, so a page that has since
+    gone away (or a worker without the cache) cannot fail a request a person already answered.
+    """
     cached = deps.pages.get(request_id)
     if cached is not None:
-        return cached
-    text = await _noting(deps, request_id, "download", lambda: deps.fetcher.fetch(url))
+        return Page(cached, None)
+    try:
+        text = await _noting(deps, request_id, "download", lambda: deps.fetcher.fetch(url))
+    except Permanent as exc:
+        return Page(None, exc)
     deps.pages.put(request_id, text)
-    return text
+    return Page(text, None)
 
 
 async def summarize_step(
-    ctx: Context, request_id: str, text: str, previous: str | None, reason: str | None
+    ctx: Context, request_id: str, page: Page, previous: str | None, reason: str | None
 ) -> dict[str, Any]:
     deps = ctx.get_dependency(Deps)
+    if page.failure is not None:
+        raise page.failure
+    text = page.text or ""
     summary = await _noting(
         deps,
         request_id,

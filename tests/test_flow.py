@@ -168,3 +168,26 @@ async def test_listing_shows_pending_requests_first(start_mailgate, page_server:
     await wait_for_state(client, pending_id, "waiting")
     listed = (await client.get("/requests")).json()["requests"]
     assert [v["id"] for v in listed] == [pending_id, done_id]
+
+
+async def test_page_gone_on_replay_does_not_fail_an_answered_request(
+    start_mailgate, page_server, tmp_path
+):
+    """A worker that resumes the workflow without the page cache downloads again; if the page is
+    gone by then, the checkpointed summaries still carry the request to its decision."""
+    data = str(tmp_path / "shared-data")
+    first = await start_mailgate(MAILGATE_ENGINE="durable", MAILGATE_DATA_DIR=data)
+    body = {"url": page_server.base + "/article", "email": "gina@example.com"}
+    request_id = (await first.client.post("/requests", json=body)).json()["id"]
+    ask = await first.notifier.wait_for(1)
+    await wait_for_state(first.client, request_id, "waiting")
+    await first.app.stop()
+
+    page_server.add("/article", "gone", status=404, content_type="text/plain")
+    for cached in (tmp_path / "shared-data" / "pages").glob("*"):
+        cached.unlink()
+    second = await start_mailgate(MAILGATE_ENGINE="durable", MAILGATE_DATA_DIR=data)
+    await second.client.post(local(ask.decide_url), data={"verdict": "approve"})
+    done = await wait_for_state(second.client, request_id, "approved", "failed")
+    assert done["state"] == "approved", done["detail"]
+    assert page_server.hits["/article"] == 2
