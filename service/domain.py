@@ -18,6 +18,8 @@ Verdict = Literal["approve", "reject"]
 Via = Literal["link", "reply", "cli"]
 
 DECISION_VERSION = 1
+#: A reason is prompt input for the next summary; a pasted log must not crowd out the page.
+REASON_MAX_CHARS = 4000
 WORKFLOW_PREFIX = "mg-"
 WORKFLOW_NAME = "approval"
 #: The routing group workers listen on; the gateway dispatches every request to it.
@@ -77,6 +79,8 @@ class Decision:
     @classmethod
     def new(cls, verdict: Verdict, reason: str | None, by: str, via: Via, at: int) -> Decision:
         reason = (reason or "").strip() or None
+        if reason is not None and len(reason) > REASON_MAX_CHARS:
+            reason = reason[: REASON_MAX_CHARS - 1].rstrip() + "…"
         return cls(verdict, reason, by, via, at, secrets.token_hex(8))
 
     def to_value(self) -> dict[str, Any]:

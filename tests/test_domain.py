@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.domain import Decision, generation_of, normalize_url, workflow_id
+from service.domain import REASON_MAX_CHARS, Decision, generation_of, normalize_url, workflow_id
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,10 @@ def test_decision_round_trip_and_version_check():
         Decision.from_value({**value, "v": 2})
     with pytest.raises(ValueError):
         Decision.from_value({**value, "verdict": "maybe"})
+
+
+def test_long_reasons_are_capped():
+    decision = Decision.new("reject", "x" * 10_000, "a@example.com", "reply", 1)
+    assert decision.reason is not None
+    assert len(decision.reason) == REASON_MAX_CHARS
+    assert decision.reason.endswith("…")
