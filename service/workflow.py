@@ -126,7 +126,10 @@ async def approval(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
         outcome = _outcome(request_id, request, "failed", str(exc), rounds)
         await _finish(ctx, deps, request, request_id, outcome)
         raise
-    outcome = _outcome(request_id, request, "approved", "approved", rounds)
+    last = rounds[-1]
+    outcome = _outcome(
+        request_id, request, "approved", f"approved by {last.by} via {last.via}", rounds
+    )
     await _finish(ctx, deps, request, request_id, outcome)
     return outcome
 

@@ -44,8 +44,8 @@ async def test_callback_once_per_outcome_signed_and_retried(
     assert outcome["id"] == request_id and outcome["state"] == "approved"
     assert outcome["rounds"][0]["decision"] == "approve"
     status = (await mailgate.client.get(f"/requests/{request_id}")).json()
-    assert {k: status[k] for k in ("id", "state", "url", "approver")} == {
-        k: outcome[k] for k in ("id", "state", "url", "approver")
+    assert {k: status[k] for k in ("id", "state", "url", "approver", "detail")} == {
+        k: outcome[k] for k in ("id", "state", "url", "approver", "detail")
     }
     await _sleep(0.5)
     assert len(callback_sink.received) == 1
