@@ -44,7 +44,8 @@ HELP_TEXT = (
 
 @dataclass(frozen=True)
 class Marker:
-    """What a marker promise remembers, and for how long."""
+    """One "at most once" fact (a delivery seen, a help note sent), kept as a promise whose id
+    is derived from its kind and key; the engine's retention forgets it with the request."""
 
     kind: str
     key: str
