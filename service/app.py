@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import uvicorn
 from resonate.error import ServerError
@@ -58,6 +59,7 @@ logger = logging.getLogger(__name__)
 GATEWAY_GROUP = "gateway"
 INBOX_GROUP = "inbox"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+MIN_SECRET_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,34 @@ def secrets_for(settings: Settings) -> tuple[str, ...]:
         raise ConfigError(msg)
     path = settings.data_dir / "secret"
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(pysecrets.token_urlsafe(32))
+        _write_new_secret(path)
+    secret = path.read_text().strip()
+    if len(secret) < MIN_SECRET_CHARS:
+        msg = (
+            f"{path} holds no usable signing secret; delete it to generate a new one "
+            "(links already sent stop working) or set MAILGATE_SECRET"
+        )
+        raise ConfigError(msg)
+    return (secret,)
+
+
+def _write_new_secret(path: Path) -> None:
+    """Written to a private temporary file, synced, then linked into place: a crash leaves
+    either no secret or a whole one, and a racing second process keeps the first one's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".secret.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(pysecrets.token_urlsafe(32))
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(partial, path)
         logger.info("generated a signing secret in %s", path)
-    return (path.read_text().strip(),)
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
 
 
 def check_bind(settings: Settings) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from service import config, health, logs
-from service.app import Mailgate, Roles, check_bind, secrets_for, smtp_settings
+from service.app import LOOPBACK, Mailgate, Roles, check_bind, secrets_for, smtp_settings
 from service.errors import ConfigError, Permanent
 
 logger = logging.getLogger("mailgate")
@@ -138,6 +138,13 @@ def _inbox(args: argparse.Namespace, settings: config.Settings) -> int:
 
 def _engine(args: argparse.Namespace, settings: config.Settings) -> int:
     from service import engine
+
+    if settings.engine_host not in LOOPBACK and not settings.engine_token:
+        msg = (
+            f"refusing to serve the engine on MAILGATE_ENGINE_HOST={settings.engine_host} without "
+            "MAILGATE_ENGINE_TOKEN: anyone who reaches it could settle a round"
+        )
+        raise ConfigError(msg)
 
     async def run() -> None:
         conn = engine.open_durable(

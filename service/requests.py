@@ -22,6 +22,9 @@ from service.status import RequestView, RoundView
 
 #: Generations probed past the first when looking for the latest request of a pair.
 MAX_GENERATIONS = 1000
+#: Retention deletes a pair's oldest generations first, so the survivors may start above 1;
+#: this many missing generations in a row mean there are none left.
+MAX_RETIRED_RUN = 32
 
 
 async def get_record(resonate: Resonate, promise_id: str) -> PromiseRecord | None:
@@ -43,14 +46,22 @@ def request_of(root: PromiseRecord) -> dict[str, Any] | None:
 
 
 async def latest(resonate: Resonate, url: str, approver: str) -> tuple[str, PromiseRecord] | None:
-    """The newest generation of this (URL, approver) pair that the engine still keeps."""
+    """The newest generation of this (URL, approver) pair that the engine still keeps.
+
+    Generations are created one after another, and retention removes the oldest first, so
+    the kept ones form one unbroken run: skip the retired ones below it, stop at its end.
+    """
     found: tuple[str, PromiseRecord] | None = None
+    missing = 0
     for generation in range(1, MAX_GENERATIONS + 1):
         candidate = workflow_id(url, approver, generation)
         record = await get_record(resonate, candidate)
-        if record is None:
+        if record is not None:
+            found, missing = (candidate, record), 0
+            continue
+        missing += 1
+        if found is not None or missing >= MAX_RETIRED_RUN:
             return found
-        found = (candidate, record)
     return found
 
 
@@ -71,7 +82,6 @@ async def view(resonate: Resonate, request_id: str, progress: Progress) -> Reque
         detail="",
         created_at=root.created_at or int(request.get("submitted_at", 0)),
         rounds=rounds,
-        callback_url=request.get("callback_url"),
     )
     if root.state == "resolved":
         last = rounds[-1] if rounds else None
@@ -101,10 +111,11 @@ async def listing(resonate: Resonate, progress: Progress, limit: int = 100) -> l
     """
     target = default_resolve_target(WORKER_GROUP)
     pending = await _roots(resonate, "pending", target, limit)
+    waiting = set(pending)
     finished = [
         rid
         for rid in await _roots(resonate, None, target, limit + len(pending))
-        if rid not in set(pending)
+        if rid not in waiting
     ]
     chosen = (pending + finished)[:limit]
     views = [v for rid in chosen if (v := await view(resonate, rid, progress))]

@@ -37,7 +37,6 @@ class RequestView:
     detail: str
     created_at: int
     rounds: list[RoundView] = field(default_factory=list)
-    callback_url: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -45,7 +44,6 @@ class RequestView:
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
-        body.pop("callback_url")
         for entry in body["rounds"]:
             entry["round_id"] = entry.pop("promise_id")
         return body

@@ -89,6 +89,10 @@ def check_url(value: object, field: str, policy: Policy) -> str:
         raise InvalidSubmission(f"{field}: only http and https URLs are accepted")
     if not parsed.host:
         raise InvalidSubmission(f"{field}: the URL has no host")
+    try:
+        parsed.host.encode("idna")
+    except UnicodeError:
+        raise InvalidSubmission(f"{field}: {parsed.host} is not a valid host name") from None
     if not policy.allow_private_urls and _is_private_literal(parsed.host):
         raise InvalidSubmission(f"{field}: {parsed.host} is a private or loopback address")
     return normalize_url(str(parsed))

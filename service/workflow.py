@@ -10,6 +10,7 @@ Resonate.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -19,6 +20,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from resonate.context import Context
+from resonate.error import ApplicationError, ResonateTimeoutError
 from resonate.retry import Never
 
 from service import tokens
@@ -103,7 +105,7 @@ async def approval(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
                 with contextlib.suppress(Exception):
                     await decision_future
                 raise
-            decision = Decision.from_value(await decision_future)
+            decision = await _decision(decision_future, number)
             rounds.append(
                 RoundView(
                     number=number,
@@ -134,6 +136,15 @@ async def approval(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
+async def _decision(future: Awaitable[Any], number: int) -> Decision:
+    """A round ends with a decision; anything else (timed out, settled by hand with a foreign
+    value) ends the request as failed, with its callback, rather than leaving it hanging."""
+    try:
+        return Decision.from_value(await future)
+    except (ApplicationError, ResonateTimeoutError, ValueError) as exc:
+        raise Permanent(f"round {number} ended without a decision: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Page:
     """The downloaded text, or why it could not be had."""
@@ -150,14 +161,14 @@ async def download(deps: Deps, request_id: str, url: str) -> Page:
     whose summaries are already checkpointed it never executes, so a page that has since
     gone away (or a worker without the cache) cannot fail a request a person already answered.
     """
-    cached = deps.pages.get(request_id)
+    cached = await asyncio.to_thread(deps.pages.get, request_id)
     if cached is not None:
         return Page(cached, None)
     try:
         text = await _noting(deps, request_id, "download", lambda: deps.fetcher.fetch(url))
     except Permanent as exc:
         return Page(None, exc)
-    deps.pages.put(request_id, text)
+    await asyncio.to_thread(deps.pages.put, request_id, text)
     return Page(text, None)
 
 
@@ -221,10 +232,14 @@ async def close_round_step(ctx: Context, promise_id: str, why: str) -> dict[str,
 async def callback_step(
     ctx: Context, request_id: str, url: str, outcome: dict[str, Any]
 ) -> dict[str, Any]:
-    """A callback that never lands is logged, not fatal: the decision itself stands."""
+    """A callback that never lands is logged, not fatal: the decision itself stands.
+
+    Delivery is at least once: a crash after the POST but before this step's checkpoint sends
+    it again, so receivers deduplicate by request id and state.
+    """
     deps = ctx.get_dependency(Deps)
     try:
-        await deps.callbacks.deliver(url, outcome)
+        await _noting(deps, request_id, "callback", lambda: deps.callbacks.deliver(url, outcome))
     except Permanent as exc:
         logger.error("giving up on the callback for %s: %s", request_id, exc)
         return {"kind": "callback", "at": deps.clock(), "delivered": False, "error": str(exc)}
@@ -260,12 +275,18 @@ async def _finish(
     outcome: dict[str, Any],
 ) -> None:
     if request.get("callback_url"):
-        await ctx.options(retry_policy=Never()).run(
-            callback_step, request_id, request["callback_url"], outcome
-        )
-    deps.pages.drop(request_id)
+        await ctx.run(callback_step, request_id, request["callback_url"], outcome)
+    await ctx.run(finish_step, request_id, outcome["state"])
+
+
+async def finish_step(ctx: Context, request_id: str, state: str) -> dict[str, Any]:
+    """Checkpointed, so a replay after the end neither counts the outcome twice nor touches
+    the cache again."""
+    deps = ctx.get_dependency(Deps)
+    await asyncio.to_thread(deps.pages.drop, request_id)
     deps.progress.clear(request_id)
-    deps.metrics.requests.labels(outcome["state"]).inc()
+    deps.metrics.requests.labels(state).inc()
+    return {"kind": "finished", "at": deps.clock(), "state": state}
 
 
 def _outcome(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from service import config
+from service.app import secrets_for
 from service.errors import ConfigError
 
 
@@ -57,3 +58,19 @@ def test_remote_mode_from_resonate_url():
 
 def test_unknown_variables_are_ignored():
     assert config.load({"PATH": "/bin", "MAILGATE_MODEL": "qwen2.5"}).model == "qwen2.5"
+
+
+def test_generated_secret_is_kept_and_an_empty_one_refused(tmp_path: Path):
+    settings = config.load({"MAILGATE_DATA_DIR": str(tmp_path)})
+    first = secrets_for(settings)
+    assert len(first[0]) >= 32
+    assert secrets_for(settings) == first
+    assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "secret").write_text("\n")
+    with pytest.raises(ConfigError, match="no usable signing secret"):
+        secrets_for(settings)
+
+
+def test_split_roles_need_a_shared_secret():
+    with pytest.raises(ConfigError, match="MAILGATE_SECRET"):
+        secrets_for(config.load({"RESONATE_URL": "http://127.0.0.1:8001"}))

@@ -25,6 +25,8 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (InvalidSubmission, 422, "That request is not valid"),
     (Unauthorized, 401, "Sign in required"),
     (routes.NotFound, 404, "Not found"),
+    (routes.CrossSite, 403, "Refused"),
+    (routes.NotJson, 415, "JSON required"),
     (ConnectorError, 503, "The engine is unavailable"),
     (ResonateError, 503, "The engine is unavailable"),
 ]

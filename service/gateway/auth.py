@@ -20,9 +20,7 @@ SESSION_TTL_S = 7 * 86400
 
 def bearer_ok(request: Request, api_token: str) -> bool:
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        credentials.strip().encode(), api_token.encode()
-    )
+    return scheme.lower() == "bearer" and token_matches(credentials.strip(), api_token)
 
 
 def session_ok(request: Request, secrets: tuple[str, ...], now_ms: int) -> bool:

@@ -25,6 +25,32 @@ class NotFound(MailgateError):
     pass
 
 
+class CrossSite(MailgateError):
+    """A browser sent this from another site: with a session cookie or on loopback without a
+    token, that would let any web page the operator visits act as the operator."""
+
+
+class NotJson(MailgateError):
+    """The API takes JSON only, which a cross-site HTML form cannot send without a preflight."""
+
+
+def refuse_cross_site(request: Request) -> None:
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise CrossSite("cross-site requests are refused")
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        host = origin.split("://", 1)[-1]
+        if host != request.headers.get("host"):
+            raise CrossSite(f"requests from {origin} are refused")
+
+
+async def api_body(request: Request) -> dict[str, Any]:
+    refuse_cross_site(request)
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        raise NotJson("send the body as application/json")
+    return await body_of(request)
+
+
 def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
@@ -71,7 +97,7 @@ async def readyz(request: Request) -> Response:
 async def submit(request: Request) -> Response:
     gw = gateway(request)
     gw.require_api(request)
-    body = await body_of(request)
+    body = await api_body(request)
     result = await submissions.submit(
         gw.resonate,
         url=body.get("url"),
@@ -112,7 +138,7 @@ async def operator_decision(request: Request) -> Response:
     gw = gateway(request)
     gw.require_api(request)
     request_id = request.path_params["request_id"]
-    body = await body_of(request)
+    body = await api_body(request)
     verdict = body.get("verdict")
     if verdict not in ("approve", "reject"):
         raise submissions.InvalidSubmission("verdict: approve or reject")
@@ -207,6 +233,7 @@ async def login(request: Request) -> Response:
         return RedirectResponse("/", status_code=303)
     if request.method == "GET":
         return gw.render(request, "login.html", {"failed": False})
+    refuse_cross_site(request)
     form = await request.form()
     candidate = str(form.get("token", ""))
     if not auth.token_matches(candidate, gw.api_token):

@@ -162,16 +162,20 @@ class ReplyHandler:
                 await self._notice(reply, approver, "Reply YES or NO", HELP_TEXT)
             self._event(reply, promise_id, "unclear: help sent once per round")
             return "250 OK"
-        outcome = await decisions.decide(
-            self.resonate,
-            promise_id=promise_id,
-            verdict=verdict.decision,
-            reason=verdict.reason,
-            by=approver,
-            via="reply",
-            now_ms=self.clock(),
-            approver=approver,
-        )
+        try:
+            outcome = await decisions.decide(
+                self.resonate,
+                promise_id=promise_id,
+                verdict=verdict.decision,
+                reason=verdict.reason,
+                by=approver,
+                via="reply",
+                now_ms=self.clock(),
+                approver=approver,
+            )
+        except BadToken as exc:
+            self._event(reply, promise_id, f"refused: {exc}")
+            return "550 5.1.1 This round no longer exists"
         if isinstance(outcome, decisions.AlreadyDecided):
             if await self._first(Marker("late", promise_id)):
                 await self._notice(reply, approver, "Already decided", _already(outcome))

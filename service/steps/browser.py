@@ -310,7 +310,7 @@ class BrowserFetcher:
             raise refused
         if page.error is not None:
             raise Transient(f"the browser could not load {page.url}: {page.error}")
-        return self._text(page)
+        return await asyncio.to_thread(self._text, page)
 
     def _text(self, page: Page) -> str:
         host = httpx.URL(page.url).host

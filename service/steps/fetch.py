@@ -22,7 +22,14 @@ import httpx
 from bs4 import BeautifulSoup, UnicodeDammit
 
 from service.errors import FetchFailed, UnusablePage
-from service.steps.guard import Destination, Resolver, check_url, pinned_request, system_resolve
+from service.steps.guard import (
+    Destination,
+    LookupUnavailable,
+    Resolver,
+    check_url,
+    pinned_request,
+    system_resolve,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +119,19 @@ def extract_text(html: str) -> str:
         for string in pre.find_all(string=True):
             string.replace_with(string.replace("\n", _LINE_END))
     for tag in soup.find_all(BLOCKS):
-        tag.insert_before(_LINE_END)
-        tag.insert_after(_LINE_END)
+        # Inside the tag, not beside it: ``insert_before`` finds the tag's index among its
+        # siblings each time, which turns a page of many paragraphs quadratic.
+        tag.insert(0, _LINE_END)
+        tag.append(_LINE_END)
     lines = (" ".join(line.split()) for line in soup.get_text().split(_LINE_END))
     return "\n".join(line for line in lines if line)
+
+
+def _visible_text(body: bytes, media_type: str, charset: str | None) -> str:
+    """Decoding and parsing a page of megabytes takes a while: callers run this off the loop."""
+    is_html = media_type in HTML_TYPES
+    markup = UnicodeDammit(body, [charset] if charset else [], is_html=is_html).unicode_markup
+    return extract_text(markup or "") if is_html else normalize(markup or "")
 
 
 def normalize(text: str) -> str:
@@ -133,11 +149,11 @@ async def with_retries(
     sleep: Sleep,
 ) -> str:
     """Run ``attempt`` until it succeeds, a ``Permanent`` error escapes, or attempts run out."""
-    last: Transient | None = None
+    last: Exception | None = None
     for number in range(1, attempts + 1):
         try:
             return await attempt()
-        except Transient as exc:
+        except (Transient, LookupUnavailable) as exc:
             last = exc
             if number == attempts:
                 break
@@ -257,13 +273,7 @@ class HttpFetcher:
             raise UnusablePage(f"{destination.host} sent a body that cannot be decoded") from exc
         except httpx.TransportError as exc:
             raise Transient(f"{destination.host}: {_describe(exc)}") from exc
-        markup = (
-            UnicodeDammit(
-                bytes(body), [charset] if charset else [], is_html=media_type in HTML_TYPES
-            ).unicode_markup
-            or ""
-        )
-        text = extract_text(markup) if media_type in HTML_TYPES else normalize(markup)
+        text = await asyncio.to_thread(_visible_text, bytes(body), media_type, charset)
         if not text:
             raise UnusablePage(f"the page at {destination.url} has no visible text")
         return text

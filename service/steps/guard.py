@@ -42,6 +42,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _UNRESOLVABLE = frozenset({socket.EAI_NONAME, socket.EAI_NODATA, socket.EAI_FAIL})
 
 
+class LookupUnavailable(Exception):
+    """The resolver could not answer this time (not "no such host"): worth another attempt."""
+
+
 @dataclass(frozen=True)
 class Destination:
     """A URL whose host has been resolved and checked; connect only to ``addresses``."""
@@ -87,7 +91,9 @@ async def system_resolve(host: str, port: int) -> list[str]:
     except socket.gaierror as exc:
         if exc.errno in _UNRESOLVABLE:
             raise HostNotFound(host) from exc
-        raise
+        raise LookupUnavailable(f"looking up {host} failed for now: {exc.strerror}") from exc
+    except UnicodeError as exc:
+        raise BlockedUrl(f"{host} is not a valid host name") from exc
     return [str(sockaddr[0]) for *_, sockaddr in answers]
 
 

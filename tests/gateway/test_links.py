@@ -121,3 +121,22 @@ async def test_api_token_guards_everything_but_decide(start_mailgate, page_serve
     assert "HttpOnly" in cookie and "sesame" not in cookie
     listed = await client.get("/")
     assert listed.status_code == 200 and "dan@example.com" in listed.text
+
+
+async def test_api_refuses_forms_and_cross_site_requests(start_mailgate, page_server):
+    mailgate = await start_mailgate()
+    client = mailgate.client
+    body = {"url": page_server.base + "/article", "email": "hal@example.com"}
+    form = await client.post("/requests", data=body)
+    assert form.status_code == 415
+    cross = await client.post("/requests", json=body, headers={"sec-fetch-site": "cross-site"})
+    assert cross.status_code == 403
+    foreign = await client.post("/requests", json=body, headers={"origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    request_id = (await client.post("/requests", json=body)).json()["id"]
+    await mailgate.notifier.wait_for(1)
+    forged = await client.post(
+        f"/requests/{request_id}/decision", data={"verdict": "approve", "by": "evil"}
+    )
+    assert forged.status_code == 415
+    assert (await client.get(f"/requests/{request_id}")).json()["state"] == "waiting"

@@ -20,6 +20,7 @@ from support import Sleeps, TableResolver
 
 from service.errors import BlockedUrl, FetchFailed, HostNotFound, UnusablePage
 from service.steps.fetch import HttpFetcher, extract_text
+from service.steps.guard import LookupUnavailable
 
 ARTICLE_TEXT = (
     "Tide pools\nTide pools\n"
@@ -493,3 +494,23 @@ async def test_sends_the_configured_user_agent(
 
     assert await make_fetcher().fetch(f"http://127.0.0.1:{port}/") == "hello"
     assert b"\r\nuser-agent: mailgate-test\r\n" in heads[0].lower()
+
+
+async def test_a_resolver_that_cannot_answer_now_is_retried(make_fetcher, page_server):
+    answers = iter([socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")])
+
+    async def flaky(host: str, port: int) -> list[str]:
+        failure = next(answers, None)
+        if failure is not None:
+            raise LookupUnavailable(f"looking up {host} failed for now: {failure.strerror}")
+        return ["127.0.0.1"]
+
+    fetcher = make_fetcher(resolve=flaky)
+    text = await fetcher.fetch(page_server.base + "/article")
+    assert "Tide pools" in text
+
+
+async def test_host_names_with_overlong_labels_are_refused(make_fetcher):
+    fetcher = make_fetcher()
+    with pytest.raises(BlockedUrl):
+        await fetcher.fetch("http://" + "a" * 64 + ".example.com/")
