@@ -1,0 +1,84 @@
+"""The approver's and the operator's pages in a real headless Chromium: click, don't POST."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from support import local, wait_for_state
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    profile = tempfile.mkdtemp(prefix="mailgate-ui-test-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    service = Service(executable_path="/usr/bin/chromedriver", log_output=subprocess.DEVNULL)
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(20)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+async def test_approver_rejects_with_a_reason_then_approves_by_clicking(
+    start_mailgate, page_server, browser
+):
+    mailgate = await start_mailgate(MAILGATE_API_TOKEN="sesame")
+    base = f"http://127.0.0.1:{mailgate.app.http_port}"
+    body = {"url": page_server.base + "/article", "email": "ivy@example.com"}
+    headers = {"authorization": "Bearer sesame"}
+    request_id = (await mailgate.client.post("/requests", json=body, headers=headers)).json()["id"]
+    first = await mailgate.notifier.wait_for(1)
+
+    await asyncio.to_thread(browser.get, base + local(first.decide_url) + "?verdict=reject")
+    assert "Review this summary" in await asyncio.to_thread(lambda: browser.page_source)
+    reason = await asyncio.to_thread(browser.find_element, By.ID, "reason")
+    await asyncio.to_thread(reason.send_keys, "Mention the sea stars.")
+    button = await asyncio.to_thread(browser.find_element, By.CSS_SELECTOR, "button.reject")
+    await asyncio.to_thread(button.click)
+    assert "a new summary is on its way" in await _heading(browser)
+
+    second = await mailgate.notifier.wait_for(2)
+    assert second.previous_reason == "Mention the sea stars."
+    await asyncio.to_thread(browser.get, base + local(second.decide_url))
+    button = await asyncio.to_thread(browser.find_element, By.CSS_SELECTOR, "button.approve")
+    await asyncio.to_thread(button.click)
+    assert "Approved" in await _heading(browser)
+    await wait_for_state(mailgate.client, request_id, "approved", headers=headers)
+
+    await asyncio.to_thread(browser.get, base + "/")
+    assert (await asyncio.to_thread(lambda: browser.current_url)).endswith("/login")
+    token = await asyncio.to_thread(browser.find_element, By.NAME, "token")
+    await asyncio.to_thread(token.send_keys, "sesame")
+    button = await asyncio.to_thread(browser.find_element, By.CSS_SELECTOR, "button.plain")
+    await asyncio.to_thread(button.click)
+    assert await asyncio.to_thread(lambda: browser.current_url) == base + "/"
+    row = await asyncio.to_thread(lambda: browser.find_element(By.CSS_SELECTOR, "tbody tr").text)
+    assert "approved" in row and "ivy@example.com" in row
+
+
+async def _heading(browser: webdriver.Chrome) -> str:
+    """Selenium blocks; the server under test shares this event loop, so wait in a thread."""
+    return await asyncio.to_thread(lambda: browser.find_element(By.TAG_NAME, "h1").text)
