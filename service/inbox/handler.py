@@ -81,6 +81,7 @@ class ReplyHandler:
         self.require_dkim = require_dkim
         self.dns_txt = dns_txt
         self.in_flight = 0
+        self._delivering: set[str] = set()
 
     async def handle_RCPT(
         self,
@@ -147,11 +148,17 @@ class ReplyHandler:
                 self._event(reply, promise_id, f"refused: {problem}")
                 return "550 5.7.20 DKIM check failed: " + problem
         delivery = Marker("msg", f"{promise_id}|{reply.message_id or _digest(data)}")
-        if await self._seen(delivery):
+        if delivery.promise_id in self._delivering or await self._seen(delivery):
             self._event(reply, promise_id, "ignored: duplicate delivery")
             return "250 OK"
-        answer = await self._decide(reply, verdict, promise_id, approver)
-        await self._first(delivery)
+        # Marked as seen only after deciding, so a crash in between makes the sender retry
+        # rather than lose the reply; copies arriving meanwhile are caught in memory.
+        self._delivering.add(delivery.promise_id)
+        try:
+            answer = await self._decide(reply, verdict, promise_id, approver)
+            await self._first(delivery)
+        finally:
+            self._delivering.discard(delivery.promise_id)
         return answer
 
     async def _decide(

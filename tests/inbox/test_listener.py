@@ -151,3 +151,16 @@ async def test_size_limit_is_advertised_and_enforced(replying, page_server):
     with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
         await _send(mailgate, huge)
     assert refused.value.code == 552
+
+
+async def test_copies_of_one_reply_sent_together_decide_once_without_a_note(replying, page_server):
+    mailgate, sink = await replying()
+    body = {"url": page_server.base + "/article", "email": "alice@example.com"}
+    request_id = (await mailgate.client.post("/requests", json=body)).json()["id"]
+    request = await _mail(sink, 1)
+    await wait_for_state(mailgate.client, request_id, "waiting")
+    yes = _reply(request, "Yes")
+    await asyncio.gather(*(_send(mailgate, yes) for _ in range(3)))
+    await wait_for_state(mailgate.client, request_id, "approved")
+    await asyncio.sleep(0.3)
+    assert len(sink.received) == 1, "no 'already decided' note about the approver's own reply"
