@@ -17,7 +17,7 @@ import os
 import secrets as pysecrets
 import ssl
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -165,7 +165,6 @@ class Mailgate:
     settings: Settings
     roles: Roles
     clock: Callable[[], int] = now_ms
-    env: Mapping[str, str] = field(default_factory=dict)
     progress: Progress | None = None
     metrics: Metrics = field(default_factory=Metrics)
     pid: str = field(default_factory=lambda: uuid.uuid4().hex)
