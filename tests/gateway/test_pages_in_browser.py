@@ -12,6 +12,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 from support import local, wait_for_state
 
 pytestmark = pytest.mark.browser
@@ -58,14 +60,14 @@ async def test_approver_rejects_with_a_reason_then_approves_by_clicking(
     await asyncio.to_thread(reason.send_keys, "Mention the sea stars.")
     button = await asyncio.to_thread(browser.find_element, By.CSS_SELECTOR, "button.reject")
     await asyncio.to_thread(button.click)
-    assert "a new summary is on its way" in await _heading(browser)
+    await _heading_shows(browser, "a new summary is on its way")
 
     second = await mailgate.notifier.wait_for(2)
     assert second.previous_reason == "Mention the sea stars."
     await asyncio.to_thread(browser.get, base + local(second.decide_url))
     button = await asyncio.to_thread(browser.find_element, By.CSS_SELECTOR, "button.approve")
     await asyncio.to_thread(button.click)
-    assert "Approved" in await _heading(browser)
+    await _heading_shows(browser, "Approved")
     await wait_for_state(mailgate.client, request_id, "approved", headers=headers)
 
     await asyncio.to_thread(browser.get, base + "/")
@@ -74,11 +76,13 @@ async def test_approver_rejects_with_a_reason_then_approves_by_clicking(
     await asyncio.to_thread(token.send_keys, "sesame")
     button = await asyncio.to_thread(browser.find_element, By.CSS_SELECTOR, "button.plain")
     await asyncio.to_thread(button.click)
-    assert await asyncio.to_thread(lambda: browser.current_url) == base + "/"
+    await asyncio.to_thread(WebDriverWait(browser, 10).until, EC.url_to_be(base + "/"))
     row = await asyncio.to_thread(lambda: browser.find_element(By.CSS_SELECTOR, "tbody tr").text)
     assert "approved" in row and "ivy@example.com" in row
 
 
-async def _heading(browser: webdriver.Chrome) -> str:
-    """Selenium blocks; the server under test shares this event loop, so wait in a thread."""
-    return await asyncio.to_thread(lambda: browser.find_element(By.TAG_NAME, "h1").text)
+async def _heading_shows(browser: webdriver.Chrome, text: str) -> None:
+    """Wait for the page a click navigates to; Selenium blocks and the server under test
+    shares this event loop, so the waiting happens in a thread."""
+    shown = EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), text)
+    await asyncio.to_thread(WebDriverWait(browser, 10).until, shown)
