@@ -60,6 +60,15 @@ async def _send(
     )
 
 
+async def _waiting_request(mailgate, sink, page_server) -> tuple[str, EmailMessage]:
+    """Submit a page for alice@example.com; return its id and the request email, once waiting."""
+    body = {"url": page_server.base + "/article", "email": "alice@example.com"}
+    request_id = (await mailgate.client.post("/requests", json=body)).json()["id"]
+    request = await _mail(sink, 1)
+    await wait_for_state(mailgate.client, request_id, "waiting")
+    return request_id, request
+
+
 @pytest.fixture
 def replying(start_listener: StartListener, fake_ollama: FakeOllama) -> StartListener:
     """A listener whose summaries come from the fake Ollama, so a test can see the reason in a
@@ -73,10 +82,7 @@ async def test_reject_by_reply_with_reason_then_approve_by_reply(
     replying, page_server, fake_ollama
 ):
     mailgate, sink = await replying()
-    body = {"url": page_server.base + "/article", "email": "alice@example.com"}
-    request_id = (await mailgate.client.post("/requests", json=body)).json()["id"]
-    first = await _mail(sink, 1)
-    await wait_for_state(mailgate.client, request_id, "waiting")
+    request_id, first = await _waiting_request(mailgate, sink, page_server)
 
     reason = "It should say that the animals must stay in the water."
     await _send(mailgate, _reply(first, f"No. {reason}\n\nAlice"))
@@ -96,10 +102,7 @@ async def test_reject_by_reply_with_reason_then_approve_by_reply(
 
 async def test_who_and_what_may_decide(replying, page_server):
     mailgate, sink = await replying()
-    body = {"url": page_server.base + "/article", "email": "alice@example.com"}
-    request_id = (await mailgate.client.post("/requests", json=body)).json()["id"]
-    request = await _mail(sink, 1)
-    await wait_for_state(mailgate.client, request_id, "waiting")
+    request_id, request = await _waiting_request(mailgate, sink, page_server)
 
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
         await _send(mailgate, _reply(request, "yes"), recipient=f"reply+aaaa@{REPLY_DOMAIN}")
@@ -144,9 +147,7 @@ async def test_size_limit_is_advertised_and_enforced(replying, page_server):
         code, _ = await client.ehlo()
         assert code == 250
         assert client.esmtp_extensions.get("size") == "20000"
-    body = {"url": page_server.base + "/article", "email": "alice@example.com"}
-    await mailgate.client.post("/requests", json=body)
-    request = await _mail(sink, 1)
+    _, request = await _waiting_request(mailgate, sink, page_server)
     huge = _reply(request, "Yes\n" + "x" * 30000)
     with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
         await _send(mailgate, huge)
@@ -155,10 +156,7 @@ async def test_size_limit_is_advertised_and_enforced(replying, page_server):
 
 async def test_copies_of_one_reply_sent_together_decide_once_without_a_note(replying, page_server):
     mailgate, sink = await replying()
-    body = {"url": page_server.base + "/article", "email": "alice@example.com"}
-    request_id = (await mailgate.client.post("/requests", json=body)).json()["id"]
-    request = await _mail(sink, 1)
-    await wait_for_state(mailgate.client, request_id, "waiting")
+    request_id, request = await _waiting_request(mailgate, sink, page_server)
     yes = _reply(request, "Yes")
     await asyncio.gather(*(_send(mailgate, yes) for _ in range(3)))
     await wait_for_state(mailgate.client, request_id, "approved")
