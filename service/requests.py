@@ -188,12 +188,12 @@ def _rounds(children: list[PromiseRecord]) -> tuple[list[RoundView], int | None,
             current = rounds[-1]
             if record.state == "pending":
                 waiting, asked = current.number, False
-                rounds[-1] = replace(current, promise_id=record.id)
+                rounds[-1] = replace(current, round_id=record.id)
             elif record.state == "resolved":
                 decision = Decision.from_value(value)
                 rounds[-1] = replace(
                     current,
-                    promise_id=record.id,
+                    round_id=record.id,
                     decision=decision.verdict,
                     reason=decision.reason,
                     by=decision.by,

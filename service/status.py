@@ -25,7 +25,7 @@ class RoundView:
     via: str | None = None
     decided_at: int | None = None
     asked_at: int | None = None
-    promise_id: str | None = None
+    round_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,4 @@ class RequestView:
         return self.state in ("approved", "failed")
 
     def to_json(self) -> dict[str, Any]:
-        body = asdict(self)
-        for entry in body["rounds"]:
-            entry["round_id"] = entry.pop("promise_id")
-        return body
+        return asdict(self)

@@ -118,7 +118,7 @@ async def approval(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
                     via=decision.via,
                     decided_at=decision.at,
                     asked_at=asked["at"],
-                    promise_id=promise_id,
+                    round_id=promise_id,
                 )
             )
             if decision.verdict == "approve":

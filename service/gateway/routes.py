@@ -171,7 +171,7 @@ async def decide_page(request: Request) -> Response:
     view = await requests.view(gw.resonate, link.promise_id.partition(":")[0], gw.progress)
     if record is None or view is None:
         raise BadToken("this decision is for a request Mailgate does not know")
-    current = next((r for r in view.rounds if r.promise_id == link.promise_id), None)
+    current = next((r for r in view.rounds if r.round_id == link.promise_id), None)
     logger.info(
         "decision link viewed for %s",
         link.promise_id,
