@@ -268,7 +268,7 @@ def _decide(args: argparse.Namespace, settings: config.Settings) -> int:
 
 def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
     """MailHog cannot reply, so this plays the approver's mail client against the listener."""
-    from service.mail.replies import compose_reply
+    from service.mail.approver_reply import compose_reply
 
     if settings.reply_domain is None:
         raise ConfigError("reply-test needs MAILGATE_REPLY_DOMAIN (replies go to reply+<token>@it)")
