@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -289,6 +290,7 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
         secrets=secrets_for(settings),
         reply_domain=settings.reply_domain,
         our_sender=settings.mail_from,
+        now=datetime.now(UTC),
     )
     host = health.local_host(settings.inbound_host)
 

@@ -7,7 +7,7 @@ It quotes the request the way mail clients do ("On … wrote:" and ``>`` lines),
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any
@@ -24,8 +24,8 @@ def compose_reply(
     secrets: Sequence[str],
     reply_domain: str,
     our_sender: str,
+    now: datetime,
 ) -> EmailMessage:
-    now = datetime.now(UTC)
     token = mint_reply_token(round_["round_id"], secrets=secrets, now=int(now.timestamp() * 1000))
     request_id = message_id_for(round_["round_id"], parseaddr(our_sender)[1].rpartition("@")[2])
     message = EmailMessage()
