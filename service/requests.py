@@ -164,13 +164,22 @@ async def _fresh_note(
 
 
 async def _children(resonate: Resonate, request_id: str) -> list[PromiseRecord]:
-    """Direct children in creation order: ``<id>:1``, ``<id>:2``, … until the first gap."""
-    children = []
-    seq = 1
-    while (record := await get_record(resonate, f"{request_id}:{seq}")) is not None:
-        children.append(record)
-        seq += 1
-    return children
+    """Direct children in creation order (``<id>:1``, ``<id>:2``, …), found by the lineage
+    tag every child carries: one search page instead of one read per step."""
+    prefix = f"{request_id}:"
+    children: dict[int, PromiseRecord] = {}
+    cursor: str | None = None
+    while True:
+        page = await resonate.promises.search(
+            state=None, tags={"resonate:origin": request_id}, limit=100, cursor=cursor
+        )
+        for record in page.promises:
+            seq = record.id.removeprefix(prefix)
+            if record.id.startswith(prefix) and seq.isdigit():
+                children[int(seq)] = record
+        cursor = page.cursor
+        if not cursor:
+            return [children[seq] for seq in sorted(children)]
 
 
 def _is_decision_promise(record: PromiseRecord) -> bool:
