@@ -23,7 +23,8 @@ from resonate.types import Value
 logger = logging.getLogger(__name__)
 
 NOTE_TAG = "mailgate:note-for"
-NOTE_TTL_MS = 7 * 86400 * 1000
+#: A note is created and settled back to back; the timeout only bounds that gap.
+NOTE_PENDING_TIMEOUT_MS = 7 * 86400 * 1000
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class SharedProgress:
         note_id = f"mgnote-{request_id}-{now:015d}-{next(self._sequence):06d}"
         try:
             await self._resonate.promises.create(
-                note_id, now + NOTE_TTL_MS, Value(data=None), {NOTE_TAG: request_id}
+                note_id, now + NOTE_PENDING_TIMEOUT_MS, Value(data=None), {NOTE_TAG: request_id}
             )
             await self._resonate.promises.resolve(note_id, Value(data={"detail": detail}))
         except ResonateError as exc:
