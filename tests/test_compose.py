@@ -1,10 +1,10 @@
 """The container files, checked statically: no Docker engine runs where the tests run.
 
-The compose files are validated against the Compose specification's JSON schema (shared/ beside
-the repository), which checks structure only; the rest are the promises the deploy docs make:
-which services run which role and image, that published host ports never collide and workers
-publish none (so ``--scale worker=N`` works), that the wiring between services points at ports
-the other side serves, and that every setting the files mention is documented in the README.
+The compose files are validated against the Compose specification's JSON schema (from ``../shared``;
+skipped in a clone without it), which checks structure only; the rest are the promises the deploy
+docs make: which services run which role and image, that published host ports never collide and
+workers publish none (so ``--scale worker=N`` works), that the wiring between services points at
+ports the other side serves, and that every setting the files mention is documented in the README.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 from jsonschema import Draft7Validator
+from shared_files import shared_file
 
 from service import config
 from service.engine import store
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "compose-spec.json"
 SPLIT = ROOT / "docker-compose.yml"
 EMBEDDED = ROOT / "docker-compose.embedded.yml"
 ENV_EXAMPLE = ROOT / "deploy" / "mailgate.env.example"
@@ -90,7 +90,8 @@ def image_tag(image: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def validator() -> Draft7Validator:
-    return Draft7Validator(json.loads(SCHEMA.read_text()))
+    schema = shared_file("schemas/compose-spec.json")
+    return Draft7Validator(json.loads(schema.read_text()))
 
 
 @pytest.mark.parametrize("path", [SPLIT, EMBEDDED], ids=lambda p: p.name)

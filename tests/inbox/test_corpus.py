@@ -1,4 +1,7 @@
-"""The shared labeled corpus through `parse` and `judge`, scored per category.
+"""The labeled reply corpus through `parse` and `judge`, scored per category.
+
+`corpus/` is this project's copy of `../shared/replies` (a user's clone has no `../shared`);
+where the original is present, the copy must be identical to it.
 
 The listener's corpus test sends the same files over SMTP; this one is the fast, pure version.
 The token check is the SMTP handler's job, so it is simulated here the way the corpus README
@@ -15,10 +18,11 @@ from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
+from shared_files import shared_file
 
 from service.inbox.replies import Judgement, judge, parse
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "replies"
+CORPUS = Path(__file__).resolve().parent / "corpus"
 LABELS: dict[str, dict[str, str | None]] = json.loads((CORPUS / "labels.json").read_text())
 APPROVER = "alice@example.com"
 TOKEN = "r1k3j5h7g9f2d4s6a8"
@@ -78,3 +82,11 @@ def test_scores_per_category_and_no_false_approvals() -> None:
     print(f"\nreply corpus, per category:\n{summary}\nfalse approvals: {len(false_approvals)}")
     assert false_approvals == []
     assert right == total, summary
+
+
+def test_the_copy_is_identical_to_the_shared_corpus() -> None:
+    original = shared_file("replies")
+    theirs = {p.name: p.read_bytes() for p in original.iterdir() if p.is_file()}
+    ours = {p.name: p.read_bytes() for p in CORPUS.iterdir() if p.is_file()}
+    assert sorted(ours) == sorted(theirs)
+    assert [name for name in ours if ours[name] != theirs[name]] == []

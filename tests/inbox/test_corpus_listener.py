@@ -18,7 +18,7 @@ import aiosmtplib
 import pytest
 from support import ARTICLE, PageServer, StartListener
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "replies"
+CORPUS = Path(__file__).resolve().parent / "corpus"
 
 pytestmark = pytest.mark.slow
 

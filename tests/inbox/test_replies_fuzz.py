@@ -14,7 +14,7 @@ from service.inbox.replies import Reply, judge, parse
 from service.inbox.verdicts import classify
 
 ALICE = "alice@example.com"
-CORPUS = sorted((Path(__file__).resolve().parents[3] / "shared" / "replies").glob("*.eml"))
+CORPUS = sorted((Path(__file__).resolve().parent / "corpus").glob("*.eml"))
 SAMPLES = [p.read_bytes().replace(b"{{TOKEN}}", b"t0k3n") for p in CORPUS]
 ATTRIBUTION = "On Tue, Nov 24, 2026 at 10:02 AM Mailgate <mailgate@mailgate.test> wrote:"
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
