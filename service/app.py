@@ -27,22 +27,24 @@ from resonate.error import ServerError
 from resonate.resonate import Resonate
 from resonate.retry import Never
 from resonate.timing import now_ms
-from resonate.types import Value
 from resonate_base.error import ConnectorError
 
 from service import engine, workflow
 from service.config import Settings
+from service.decisions import Decisions
 from service.domain import WORKER_GROUP
 from service.errors import ConfigError
 from service.gateway.app import build_app
+from service.gateway.auth import ApiTokens
 from service.gateway.context import Gateway
 from service.inbox.handler import ReplyHandler
 from service.inbox.server import InboxServer
+from service.ledger import Ledger
 from service.mail.send import SmtpSettings, smtp_reachable
 from service.mail.send import send as send_mail
 from service.metrics import Metrics
 from service.pagecache import PageCache
-from service.progress import LocalProgress, Progress, SharedProgress
+from service.progress import Progress
 from service.steps.callback import CallbackSender
 from service.steps.fetch import Fetcher, HttpFetcher
 from service.steps.notify import ConsoleNotifier, Notifier, SmtpNotifier
@@ -113,10 +115,11 @@ def _write_new_secret(path: Path) -> None:
 
 
 def check_bind(settings: Settings) -> None:
-    if settings.http_host not in LOOPBACK and not settings.api_token:
+    if settings.http_host not in LOOPBACK and not settings.named_api_tokens:
         msg = (
             f"refusing to bind MAILGATE_HTTP_HOST={settings.http_host} without "
-            "MAILGATE_API_TOKEN: anyone on the network could submit and list requests"
+            "MAILGATE_API_TOKEN or MAILGATE_API_TOKENS: anyone on the network could submit "
+            "and list requests"
         )
         raise ConfigError(msg)
 
@@ -165,10 +168,11 @@ class Mailgate:
     settings: Settings
     roles: Roles
     clock: Callable[[], int] = now_ms
-    progress: Progress | None = None
     metrics: Metrics = field(default_factory=Metrics)
     pid: str = field(default_factory=lambda: uuid.uuid4().hex)
     resonate: Resonate | None = None
+    ledger: Ledger | None = None
+    progress: Progress | None = None
     connection: engine.EngineConnection | None = None
     fetcher: Fetcher | None = None
     notifier: Notifier | None = None
@@ -215,34 +219,28 @@ class Mailgate:
                 autostart=False,
             )
         self.resonate = resonate
-        progress: Progress = (
-            LocalProgress(self.clock)
-            if self.connection is not None
-            else SharedProgress(resonate, self.clock)
-        )
-        self.progress = progress
+        ledger = Ledger(resonate, secrets=secrets, clock=self.clock)
+        self.ledger = ledger
+        self.progress = Progress(ledger)
+        decisions = Decisions(ledger, self.metrics, self.clock)
         workflow.register(resonate)
         if self.connection is None:
-            await self._wait_for_engine(resonate)
+            await self._wait_for_engine(ledger)
         if self.roles.worker:
-            resonate.with_dependency(await self._deps(secrets, progress))
+            resonate.with_dependency(await self._deps(secrets, ledger, self.progress))
         resonate.start()
         if self.roles.gateway:
-            await self._serve_http(resonate, secrets, progress)
+            await self._serve_http(ledger, decisions, secrets)
         if self.roles.inbox:
-            await self._listen_smtp(resonate, secrets)
+            await self._listen_smtp(decisions, secrets)
 
-    async def _wait_for_engine(self, resonate: Resonate) -> None:
+    async def _wait_for_engine(self, ledger: Ledger) -> None:
         """A split role may start before its engine: wait, saying so, instead of failing."""
         delay = 0.5
         while True:
             try:
-                await resonate.promises.get("mailgate-readiness-probe")
-            except ServerError as exc:
-                if exc.code == 404:
-                    break
-                problem = str(exc)
-            except ConnectorError as exc:
+                await ledger.ping()
+            except (ServerError, ConnectorError) as exc:
                 problem = str(exc)
             else:
                 break
@@ -281,7 +279,9 @@ class Mailgate:
             raise RuntimeError(msg)
         return self._server.servers[0].sockets[0].getsockname()[1]
 
-    async def _deps(self, secrets: tuple[str, ...], progress: Progress) -> workflow.Deps:
+    async def _deps(
+        self, secrets: tuple[str, ...], ledger: Ledger, progress: Progress
+    ) -> workflow.Deps:
         settings = self.settings
         self.fetcher = self._fetcher()
         return workflow.Deps(
@@ -295,11 +295,11 @@ class Mailgate:
             ),
             pages=PageCache(settings.data_dir / "pages"),
             links=workflow.Links(settings.public_url, secrets, settings.decision_ttl),
+            ledger=ledger,
             progress=progress,
             metrics=self.metrics,
             round_timeout=timedelta(seconds=settings.workflow_timeout),
             clock=self.clock,
-            close_round=self._close_round,
         )
 
     def _fetcher(self) -> Fetcher:
@@ -379,21 +379,20 @@ class Mailgate:
             on_retry=self._note,
         )
 
-    async def _listen_smtp(self, resonate: Resonate, secrets: tuple[str, ...]) -> None:
+    async def _listen_smtp(self, decisions: Decisions, secrets: tuple[str, ...]) -> None:
         settings = self.settings
         if settings.reply_domain is None:
             logger.info("reply listener off: set MAILGATE_REPLY_DOMAIN to decide by replying")
             return
         smtp = smtp_settings(settings)
         handler = ReplyHandler(
-            resonate=resonate,
+            decisions=decisions,
             reply_domain=settings.reply_domain,
             secrets=secrets,
             sender=settings.mail_from,
             send=lambda message: send_mail(message, smtp),
             clock=self.clock,
             metrics=self.metrics,
-            marker_ttl_ms=int(settings.retention * 1000),
             require_dkim=settings.require_dkim,
         )
         self.inbox = InboxServer(
@@ -406,35 +405,30 @@ class Mailgate:
         )
         await self.inbox.start()
 
-    async def _close_round(self, promise_id: str, why: str) -> None:
-        if self.resonate is None:
-            msg = "Mailgate is not started"
-            raise RuntimeError(msg)
-        await self.resonate.promises.reject(promise_id, Value(data={"closed": why}))
-
     def _note(self, detail: str) -> None:
         request_id = workflow.current_request.get(None)
         if request_id is not None and self.progress is not None:
             self.progress.note(request_id, detail)
 
     async def _serve_http(
-        self, resonate: Resonate, secrets: tuple[str, ...], progress: Progress
+        self, ledger: Ledger, decisions: Decisions, secrets: tuple[str, ...]
     ) -> None:
         settings = self.settings
         gateway = Gateway.create(
-            resonate=resonate,
+            ledger=ledger,
+            decisions=decisions,
             policy=Policy(
                 allowed_approvers=settings.allowed_approvers,
                 allow_private_urls=settings.allow_private_urls,
                 workflow_timeout_s=settings.workflow_timeout,
             ),
-            progress=progress,
             clock=self.clock,
             secrets=secrets,
             public_url=settings.public_url,
             link_ttl_s=settings.decision_ttl,
-            api_token=settings.api_token,
+            api_tokens=ApiTokens(settings.named_api_tokens),
             metrics=self.metrics,
+            workflow_version=workflow.VERSION,
         )
         config = uvicorn.Config(
             build_app(gateway),

@@ -19,6 +19,7 @@ import httpx
 from service import config, health, logs
 from service.app import LOOPBACK, Mailgate, Roles, check_bind, secrets_for, smtp_settings
 from service.errors import ConfigError, Permanent
+from service.gateway.context import CLIENT_HEADER
 
 logger = logging.getLogger("mailgate")
 
@@ -208,9 +209,9 @@ def _run_until_signal(app: Mailgate) -> int:
 def _client(args: argparse.Namespace, settings: config.Settings) -> httpx.Client:
     host = settings.http_host if settings.http_host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
     base = args.gateway or f"http://{host}:{settings.http_port}"
-    headers = {"accept": "application/json"}
-    if settings.api_token:
-        headers["authorization"] = f"Bearer {settings.api_token}"
+    headers = {"accept": "application/json", CLIENT_HEADER: "cli"}
+    if settings.client_token:
+        headers["authorization"] = f"Bearer {settings.client_token}"
     return httpx.Client(base_url=base, headers=headers, timeout=30)
 
 

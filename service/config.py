@@ -62,13 +62,33 @@ def _optional(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+def _named(value: Any) -> tuple[tuple[str, str], ...]:
+    """``name:token,name:token``: each API token with the name the audit trail records."""
+    if isinstance(value, list | tuple):
+        return tuple(tuple(pair) for pair in value)  # type: ignore[misc]
+    named: list[tuple[str, str]] = []
+    for part in (p.strip() for p in str(value).split(",") if p.strip()):
+        name, colon, token = part.partition(":")
+        if not colon or not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", name) or not token:
+            msg = f"{name!r}: write each token as name:token (name of letters, digits, _ . -)"
+            raise ValueError(msg)
+        if any(name == known for known, _ in named):
+            msg = f"the name {name!r} is given twice"
+            raise ValueError(msg)
+        named.append((name, token))
+    return tuple(named)
+
+
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Csv = Annotated[tuple[str, ...], BeforeValidator(_csv)]
+NamedTokens = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_named)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 OptionalStr = Annotated[str | None, BeforeValidator(_optional)]
 
-SECRET_FIELDS = frozenset({"secret", "api_token", "smtp_password", "engine_token"})
+SECRET_FIELDS = frozenset({"secret", "api_token", "api_tokens", "smtp_password", "engine_token"})
+#: The name the audit trail gives the single ``MAILGATE_API_TOKEN``.
+SINGLE_TOKEN_NAME = "api"  # noqa: S105 (a name, not a secret)
 
 
 class Settings(BaseModel):
@@ -102,6 +122,12 @@ class Settings(BaseModel):
         None,
         alias="MAILGATE_API_TOKEN",
         description="Bearer token required by the API and dashboard; required on non-loopback.",
+    )
+    api_tokens: NamedTokens = Field(
+        (),
+        alias="MAILGATE_API_TOKENS",
+        description="Named API tokens, name:token,… ; the audit trail records which name "
+        "submitted or decided. May be combined with MAILGATE_API_TOKEN (named api).",
     )
     allowed_approvers: Csv = Field(
         (),
@@ -273,14 +299,27 @@ class Settings(BaseModel):
     def embedded(self) -> bool:
         return self.resonate_url is None
 
+    @property
+    def named_api_tokens(self) -> tuple[tuple[str, str], ...]:
+        single = ((SINGLE_TOKEN_NAME, self.api_token),) if self.api_token else ()
+        return single + self.api_tokens
+
+    @property
+    def client_token(self) -> str | None:
+        """The token the ``mailgate`` operator commands present to the gateway."""
+        named = self.named_api_tokens
+        return named[0][1] if named else None
+
     def masked(self) -> dict[str, str]:
         """Effective configuration by variable name, secrets replaced by a mark."""
         shown: dict[str, str] = {}
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
-            if isinstance(value, tuple):
+            if name == "api_tokens":
+                value = ",".join(f"{n}:******" for n, _ in value)
+            elif isinstance(value, tuple):
                 value = ",".join(value)
-            if name in SECRET_FIELDS and value:
+            if name in SECRET_FIELDS and value and name != "api_tokens":
                 value = "******"
             shown[str(field.alias)] = "" if value is None else str(value)
         return shown

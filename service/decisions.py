@@ -1,24 +1,40 @@
-"""The one place a decision is committed: every transport ends here.
+"""Who may decide which round, and what a decision leaves behind: every channel ends here.
 
-A round's promise settles once. Resolving an already-settled promise answers with the *first*
+A round's promise settles once. Settling an already-settled promise answers with the *first*
 value, so "did my decision win?" is answered by comparing the stored nonce with ours, never by
-the absence of an error. Before resolving, the round must belong to a Mailgate request, still
-be waiting, and (when the caller names one) be addressed to that approver.
+the absence of an error. Before settling, the round must belong to a Mailgate request, still
+wait, and (when the channel names one) be addressed to that approver. An accepted decision is
+recorded in the request's audit trail with its evidence and counted; a refused one is recorded
+too, with the same evidence, so the trail shows every attempt that reached a known request.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-
-from resonate.resonate import Resonate
-from resonate.types import Value
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from service.domain import Decision, Verdict, Via, normalize_email
 from service.errors import BadToken
-from service.requests import get_record, request_of
+from service.ledger import Ledger, Round
+from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is deciding, as far as the channel can tell, and what it saw of them."""
+
+    by: str
+    via: Via
+    evidence: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def channel_id(self) -> str | None:
+        """What makes one arrival of this actor's message unique (a reply's Message-ID)."""
+        return self.evidence.get("message_id")
 
 
 @dataclass(frozen=True)
@@ -34,50 +50,99 @@ class AlreadyDecided:
     state: str
 
 
-Outcome = Accepted | AlreadyDecided
+@dataclass(frozen=True)
+class Duplicate:
+    """The same message decided this round already (a second delivery of one reply)."""
+
+    request_id: str
+    decision: Decision
 
 
-async def decide(
-    resonate: Resonate,
-    *,
-    promise_id: str,
-    verdict: Verdict,
-    reason: str | None,
-    by: str,
-    via: Via,
-    now_ms: int,
-    approver: str | None = None,
-) -> Outcome:
-    """Resolve the round ``promise_id``; ``approver``, when given, must be the request's."""
-    request_id = promise_id.partition(":")[0]
-    record = await get_record(resonate, promise_id)
-    root = await get_record(resonate, request_id)
-    request = request_of(root) if root else None
-    if record is None or request is None or record.tags.get("resonate:external") != "true":
-        raise BadToken("this decision is for a request Mailgate does not know")
-    if approver is not None and normalize_email(approver) != normalize_email(request["approver"]):
-        raise BadToken("this decision link was issued to someone else")
-    if record.state != "pending":
-        return AlreadyDecided(request_id, _stored(record.value.data), record.state)
-
-    mine = Decision.new(verdict, reason, by, via, now_ms)
-    settled = await resonate.promises.resolve(promise_id, Value(data=mine.to_value()))
-    stored = _stored(settled.value.data)
-    if settled.state != "resolved" or stored is None or stored.nonce != mine.nonce:
-        return AlreadyDecided(request_id, stored, settled.state)
-    logger.info(
-        "decision %s on %s by %s via %s",
-        verdict,
-        promise_id,
-        by,
-        via,
-        extra={"event": "decision", "request_id": request_id, "verdict": verdict, "via": via},
-    )
-    return Accepted(request_id, mine)
+Outcome = Accepted | AlreadyDecided | Duplicate
 
 
-def _stored(value: object) -> Decision | None:
-    try:
-        return Decision.from_value(value)
-    except ValueError:
-        return None
+class Decisions:
+    def __init__(self, ledger: Ledger, metrics: Metrics, clock: Callable[[], int]) -> None:
+        self.ledger = ledger
+        self.metrics = metrics
+        self.clock = clock
+
+    async def find(self, round_id: str) -> Round:
+        found = await self.ledger.round(round_id)
+        if found is None:
+            raise BadToken("this decision is for a request Mailgate does not know")
+        return found
+
+    async def decide(
+        self,
+        found: Round,
+        *,
+        verdict: Verdict,
+        reason: str | None,
+        actor: Actor,
+        approver: str | None = None,
+    ) -> Outcome:
+        """Settle ``found``; ``approver``, when given, must be the request's."""
+        request_id = found.record.request_id
+        if approver is not None and normalize_email(approver) != found.record.request.approver:
+            await self.refuse(found, "addressed to someone else", actor)
+            raise BadToken("this decision link was issued to someone else")
+        if not found.pending:
+            return await self._late(found, found.decision, found.state, actor)
+        mine = Decision.new(
+            verdict, reason, actor.by, actor.via, self.clock(), actor.evidence
+        ).sealed(found.record.seal)
+        state, stored = await self.ledger.settle_round(found.round_id, mine)
+        if stored is None or stored.nonce != mine.nonce:
+            return await self._late(found, stored, state, actor)
+        await self.ledger.append(
+            request_id,
+            "decided",
+            {"round": found.number, "round_id": found.round_id, **mine.to_value()},
+            key=f"decided:{found.round_id}",
+            chain=found.record.chain,
+        )
+        self.metrics.decisions.labels(actor.via, verdict).inc()
+        logger.info(
+            "decision %s on %s by %s via %s",
+            verdict,
+            found.round_id,
+            actor.by,
+            actor.via,
+            extra={
+                "event": "decision",
+                "request_id": request_id,
+                "verdict": verdict,
+                "via": actor.via,
+            },
+        )
+        return Accepted(request_id, mine)
+
+    async def refuse(self, found: Round, why: str, actor: Actor) -> None:
+        """Record an attempt that reached a known round and was turned away."""
+        await self.ledger.append(
+            found.record.request_id,
+            "refused",
+            {"round_id": found.round_id, "why": why, **_actor(actor)},
+        )
+
+    async def note(self, found: Round, kind: str, data: dict[str, Any]) -> None:
+        """Record something a channel saw that decided nothing (an unclear reply, a link
+        opened)."""
+        await self.ledger.append(
+            found.record.request_id, kind, {"round_id": found.round_id, **data}
+        )
+
+    async def _late(
+        self, found: Round, stored: Decision | None, state: str, actor: Actor
+    ) -> Outcome:
+        request_id = found.record.request_id
+        mine = actor.channel_id
+        if stored is not None and mine is not None and stored.evidence.get("message_id") == mine:
+            return Duplicate(request_id, stored)
+        await self.refuse(found, "already decided", actor)
+        return AlreadyDecided(request_id, stored, state)
+
+
+def _actor(actor: Actor) -> dict[str, Any]:
+    return {"by": actor.by, "via": actor.via, "evidence": actor.evidence}

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 Verdict = Literal["approve", "reject"]
-Via = Literal["link", "reply", "cli"]
+#: ``cli`` is only ever read back from decisions written before the operator API named itself.
+Via = Literal["link", "reply", "api", "cli"]
 
-DECISION_VERSION = 1
+DECISION_VERSION = 2
+#: Decision values this release reads: version 1 (before the audit trail) and its own.
+DECISION_VERSIONS = (1, 2)
+REQUEST_SCHEMA = 2
 #: A reason is prompt input for the next summary; a pasted log must not crowd out the page.
 REASON_MAX_CHARS = 4000
 WORKFLOW_PREFIX = "mg-"
@@ -49,14 +53,18 @@ def normalize_email(address: str) -> str:
     return address.strip().lower()
 
 
+def pair_key(url: str, approver: str) -> str:
+    """What makes two submissions "the same request": the page and who decides it."""
+    key = f"{normalize_url(url)}\n{normalize_email(approver)}".encode()
+    return hashlib.blake2b(key, digest_size=10).hexdigest()
+
+
 def workflow_id(url: str, approver: str, generation: int = 1) -> str:
     """One workflow per (page, approver); a repeat after it finished is a new generation.
 
     Hashing keeps ids short and free of ``:``, which the engine reserves for lineage.
     """
-    key = f"{normalize_url(url)}\n{normalize_email(approver)}".encode()
-    digest = hashlib.blake2b(key, digest_size=10).hexdigest()
-    base = f"{WORKFLOW_PREFIX}{digest}"
+    base = f"{WORKFLOW_PREFIX}{pair_key(url, approver)}"
     return base if generation == 1 else f"{base}-{generation}"
 
 
@@ -66,8 +74,34 @@ def generation_of(request_id: str) -> int:
 
 
 @dataclass(frozen=True)
+class Seal:
+    """The audit chain's head when a durable value was written: its length and newest hash.
+
+    Stored inside decisions and final outcomes, so dropping the newest events of a request's
+    trail is detected even though no later event points at them.
+    """
+
+    count: int
+    hash: str
+
+    def to_value(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_value(cls, value: Any) -> Seal | None:
+        if not isinstance(value, dict) or not isinstance(value.get("count"), int):
+            return None
+        return cls(value["count"], str(value.get("hash", "")))
+
+
+@dataclass(frozen=True)
 class Decision:
-    """A person's answer to one round, as written into the round's promise."""
+    """A person's (or operator's) answer to one round, as written into the round's promise.
+
+    ``evidence`` is what the channel could see of the decider (a reply's envelope sender, From,
+    DKIM result and Message-ID; a link's client address and user agent; the API token's name),
+    kept with the decision itself so the audit trail never has to be believed on its own.
+    """
 
     verdict: Verdict
     reason: str | None
@@ -75,25 +109,38 @@ class Decision:
     via: Via
     at: int
     nonce: str
+    evidence: dict[str, str] = field(default_factory=dict)
+    seal: Seal | None = None
 
     @classmethod
-    def new(cls, verdict: Verdict, reason: str | None, by: str, via: Via, at: int) -> Decision:
-        reason = (reason or "").strip() or None
-        if reason is not None and len(reason) > REASON_MAX_CHARS:
-            reason = reason[: REASON_MAX_CHARS - 1].rstrip() + "…"
-        return cls(verdict, reason, by, via, at, secrets.token_hex(8))
+    def new(
+        cls,
+        verdict: Verdict,
+        reason: str | None,
+        by: str,
+        via: Via,
+        at: int,
+        evidence: dict[str, str] | None = None,
+    ) -> Decision:
+        return cls(verdict, clip_reason(reason), by, via, at, secrets.token_hex(8), evidence or {})
+
+    def sealed(self, seal: Seal | None) -> Decision:
+        return replace(self, seal=seal)
 
     def to_value(self) -> dict[str, Any]:
-        return {"v": DECISION_VERSION, **asdict(self)}
+        value = {"v": DECISION_VERSION, **asdict(self)}
+        value["seal"] = self.seal.to_value() if self.seal else None
+        return value
 
     @classmethod
     def from_value(cls, value: Any) -> Decision:
-        if not isinstance(value, dict) or value.get("v") != DECISION_VERSION:
-            msg = f"not a version {DECISION_VERSION} decision: {value!r}"
+        if not isinstance(value, dict) or value.get("v") not in DECISION_VERSIONS:
+            msg = f"not a decision this release can read: {value!r}"
             raise ValueError(msg)
         if value.get("verdict") not in ("approve", "reject"):
             msg = f"unknown verdict in decision: {value.get('verdict')!r}"
             raise ValueError(msg)
+        evidence = value.get("evidence")
         return cls(
             verdict=value["verdict"],
             reason=value.get("reason"),
@@ -101,6 +148,63 @@ class Decision:
             via=value.get("via", "cli"),
             at=int(value.get("at", 0)),
             nonce=str(value.get("nonce", "")),
+            evidence=dict(evidence) if isinstance(evidence, dict) else {},
+            seal=Seal.from_value(value.get("seal")),
+        )
+
+
+def clip_reason(reason: str | None) -> str | None:
+    """A reason is prompt input for the next summary; a pasted log must not crowd out the page."""
+    reason = (reason or "").strip() or None
+    if reason is not None and len(reason) > REASON_MAX_CHARS:
+        reason = reason[: REASON_MAX_CHARS - 1].rstrip() + "…"
+    return reason
+
+
+@dataclass(frozen=True)
+class Request:
+    """What was submitted, as the workflow receives it and the audit trail records it.
+
+    ``schema`` versions the shape: release 0.1 stored a plain dict without one (read here as
+    schema 1), so data dirs written by it keep loading. ``submitted_by`` is the authenticated
+    submitter (an API token's name, or ``local`` where no token is configured); ``client`` is
+    what the caller said it was (``cli``), an untrusted hint kept next to it.
+    """
+
+    url: str
+    approver: str
+    callback_url: str | None
+    submitted_at: int
+    submitted_by: str = "unknown"
+    client: str | None = None
+    nonce: str = ""
+    schema: int = REQUEST_SCHEMA
+
+    @property
+    def pair(self) -> str:
+        return pair_key(self.url, self.approver)
+
+    def to_value(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_value(cls, value: Any) -> Request:
+        if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+            msg = f"not a submitted request: {value!r}"
+            raise ValueError(msg)
+        schema = int(value.get("schema", 1))
+        if schema > REQUEST_SCHEMA:
+            msg = f"request schema {schema} is newer than this release ({REQUEST_SCHEMA})"
+            raise ValueError(msg)
+        return cls(
+            url=value["url"],
+            approver=normalize_email(str(value["approver"])),
+            callback_url=value.get("callback_url"),
+            submitted_at=int(value.get("submitted_at", 0)),
+            submitted_by=str(value.get("submitted_by", "unknown")),
+            client=value.get("client"),
+            nonce=str(value.get("nonce", "")),
+            schema=schema,
         )
 
 

@@ -1,32 +1,26 @@
 """Starting a request: validation, one workflow per (URL, approver), and the dispatch to workers.
 
-The gateway never runs a workflow itself: it creates the root promise by ``rpc`` to the worker
-group, so the same code works embedded and against a remote engine. Submitting a pair that is
-still known returns the existing request; ``repeat`` starts the next generation only once the
-previous one has finished.
+The gateway never runs a workflow itself: the ledger creates the root promise by ``rpc`` to the
+worker group, so the same code works embedded and against a remote engine. Submitting a pair
+that is still known returns the existing request; ``repeat`` starts the next generation only
+once the previous one has finished.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
 from email_validator import EmailNotValidError, validate_email
-from resonate.resonate import Resonate
 
-from service.domain import (
-    WORKER_GROUP,
-    WORKFLOW_NAME,
-    generation_of,
-    normalize_email,
-    normalize_url,
-    workflow_id,
-)
+from service.domain import Request, generation_of, normalize_email, normalize_url, workflow_id
 from service.errors import MailgateError
-from service.requests import latest
+from service.ledger import Ledger
+from service.status import FINISHED_STATES
 
 
 class InvalidSubmission(MailgateError):
@@ -47,7 +41,7 @@ class Submitted:
 
 
 async def submit(
-    resonate: Resonate,
+    ledger: Ledger,
     *,
     url: object,
     email: object,
@@ -55,26 +49,38 @@ async def submit(
     repeat: bool = False,
     policy: Policy,
     now_ms: int,
+    submitted_by: str,
+    client: str | None = None,
+    version: int,
 ) -> Submitted:
     page = check_url(url, "url", policy)
     approver = check_approver(email, policy)
     callback = check_url(callback_url, "callback_url", policy) if callback_url else None
+    request = Request(
+        url=page,
+        approver=approver,
+        callback_url=callback,
+        submitted_at=now_ms,
+        submitted_by=submitted_by,
+        client=client,
+        nonce=secrets.token_hex(8),
+    )
 
-    found = await latest(resonate, page, approver)
+    found = await ledger.latest(request.pair)
     if found is not None:
-        request_id, root = found
-        if root.state == "pending" or not repeat:
-            return Submitted(request_id, created=False)
-        request_id = workflow_id(page, approver, generation_of(request_id) + 1)
+        if found.state not in FINISHED_STATES or not repeat:
+            return Submitted(found.request_id, created=False)
+        request_id = workflow_id(page, approver, generation_of(found.request_id) + 1)
     else:
         request_id = workflow_id(page, approver)
 
-    request = {"url": page, "approver": approver, "callback_url": callback, "submitted_at": now_ms}
-    handle = resonate.options(
-        target=WORKER_GROUP, timeout=timedelta(seconds=policy.workflow_timeout_s)
-    ).rpc(request_id, WORKFLOW_NAME, request)
-    await handle.id()
-    return Submitted(request_id, created=True)
+    created = await ledger.start(
+        request_id,
+        request,
+        timeout=timedelta(seconds=policy.workflow_timeout_s),
+        version=version,
+    )
+    return Submitted(request_id, created=created)
 
 
 def check_url(value: object, field: str, policy: Policy) -> str:

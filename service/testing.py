@@ -132,17 +132,21 @@ class ChatCall:
 
 def echo_summary(messages: Messages) -> str:
     """A deterministic stand-in for an LLM: the page's first sentence, marked as revised with
-    the person's reason when the prompt carries one."""
+    every reason the prompt carries, oldest first."""
     prompt = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
     page = _between(prompt, PAGE_START, PAGE_END) or prompt
     first = re.split(r"(?<=[.!?])\s", page.strip(), maxsplit=1)[0].strip()
-    reason = _between(prompt, REASON_START, REASON_END)
-    return f"{first} (revised: {reason.strip()})" if reason else first
+    reasons = [r.strip() for r in _all_between(prompt, REASON_START, REASON_END)]
+    return f"{first} (revised: {'; '.join(reasons)})" if reasons else first
 
 
 def _between(text: str, start: str, end: str) -> str | None:
     _head, found, tail = text.partition(start)
     return tail.partition(end)[0] if found else None
+
+
+def _all_between(text: str, start: str, end: str) -> list[str]:
+    return [part.partition(end)[0] for part in text.split(start)[1:]]
 
 
 @dataclass(eq=False)

@@ -3,9 +3,15 @@
 ``approval`` is a Resonate workflow: the download runs outside ``ctx.run`` (not checkpointed,
 re-run on every replay, cheap because the page cache answers), every other step is a
 checkpointed ``ctx.run``, and each round suspends on a durable promise that the gateway, the
-CLI or the mail listener resolves with a ``Decision``. The ``*_step`` adapters take the
+CLI or the mail listener settles with a ``Decision``. The ``*_step`` adapters take the
 ``Context`` that ``ctx.run`` passes first and call plain step functions that know nothing of
-Resonate.
+Resonate; each records its fact in the ledger under a key, so a step that runs again after a
+crash finds its own record instead of summarizing or emailing a second time.
+
+The SDK numbers a workflow's durable calls (``<id>:1``, ``<id>:2``, …), so a request waiting
+under one sequence of calls must resume under the same one: ``VERSION`` goes up whenever that
+sequence changes, new requests start on it, and ``service.workflow_v1`` keeps the previous
+sequence registered for requests started by release 0.1 until they are done.
 """
 
 from __future__ import annotations
@@ -23,18 +29,20 @@ from resonate.context import Context
 from resonate.error import ApplicationError, ResonateTimeoutError
 from resonate.retry import Never
 
-from service import tokens
-from service.domain import WORKFLOW_NAME, Ask, Decision, Summary
+from service import status, tokens
+from service.domain import WORKFLOW_NAME, Ask, Decision, Request, Summary
 from service.errors import Permanent
+from service.ledger import Ledger, with_seal
 from service.metrics import Metrics
 from service.pagecache import PageCache
 from service.progress import Progress
-from service.status import RequestView, RoundView
 from service.steps.fetch import Fetcher
 from service.steps.notify import Notifier
-from service.steps.summarize import Summarizer
+from service.steps.summarize import Feedback, Summarizer
 
 logger = logging.getLogger(__name__)
+
+VERSION = 2
 
 #: The request a step is working for, so retry notes land on the right status page.
 current_request: contextvars.ContextVar[str] = contextvars.ContextVar("current_request")
@@ -50,8 +58,8 @@ class Links:
     secrets: tuple[str, ...]
     ttl_s: float
 
-    def decide_url(self, promise_id: str, approver: str, now_ms: int) -> str:
-        token = tokens.mint(promise_id, approver, secrets=self.secrets, now_ms=now_ms)
+    def decide_url(self, round_id: str, approver: str, now_ms: int) -> str:
+        token = tokens.mint(round_id, approver, secrets=self.secrets, now_ms=now_ms)
         return f"{self.public_url.rstrip('/')}/decide/{token}"
 
 
@@ -65,74 +73,48 @@ class Deps:
     callbacks: CallbackSender
     pages: PageCache
     links: Links
+    ledger: Ledger
     progress: Progress
     metrics: Metrics
     round_timeout: timedelta
     clock: Callable[[], int]
-    close_round: Callable[[str, str], Awaitable[object]]
 
 
-async def approval(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+async def approval(ctx: Context, submitted: dict[str, Any]) -> dict[str, Any]:
     deps = ctx.get_dependency(Deps)
     request_id = ctx.info.id
-    rounds: list[RoundView] = []
+    request = Request.from_value(submitted)
+    history: list[dict[str, Any]] = []
     try:
-        page = await download(deps, request_id, request["url"])
-        previous: str | None = None
-        reason: str | None = None
-        first_promise: str | None = None
+        page = await download(deps, request_id, request.url)
+        first_round: str | None = None
+        number = 0
         while True:
-            number = len(rounds) + 1
-            summary = Summary.from_value(
-                await ctx.run(summarize_step, request_id, page, previous, reason)
-            )
+            number += 1
+            summary = await ctx.run(summarize_step, request_id, number, page, history)
             decision_future = ctx.promise(timeout=deps.round_timeout)
-            promise_id = await decision_future.id()
-            first_promise = first_promise or promise_id
+            round_id = await decision_future.id()
+            first_round = first_round or round_id
             try:
-                asked = await ctx.run(
-                    ask_step,
-                    request,
-                    request_id,
-                    promise_id,
-                    first_promise,
-                    number,
-                    summary,
-                    reason,
+                await ctx.run(
+                    ask_step, request_id, submitted, round_id, first_round, number, summary, history
                 )
             except Permanent as exc:
-                await ctx.run(close_round_step, promise_id, str(exc))
+                await ctx.run(close_round_step, round_id, str(exc))
                 with contextlib.suppress(Exception):
                     await decision_future
                 raise
             decision = await _decision(decision_future, number)
-            rounds.append(
-                RoundView(
-                    number=number,
-                    summary=summary.text,
-                    summarizer=summary.summarizer,
-                    model=summary.model,
-                    decision=decision.verdict,
-                    reason=decision.reason,
-                    by=decision.by,
-                    via=decision.via,
-                    decided_at=decision.at,
-                    asked_at=asked["at"],
-                    round_id=promise_id,
-                )
-            )
+            await ctx.run(record_decision_step, request_id, number, round_id, decision.to_value())
             if decision.verdict == "approve":
                 break
-            previous, reason = summary.text, decision.reason
+            history.append(Feedback(summary["text"], decision.reason, decision.by).to_value())
+        state, detail = "approved", status.decided_by(decision.to_value())
     except Permanent as exc:
-        outcome = _outcome(request_id, request, "failed", str(exc), rounds)
-        await _finish(ctx, deps, request, request_id, outcome)
-        raise
-    last = rounds[-1]
-    outcome = _outcome(
-        request_id, request, "approved", f"approved by {last.by} via {last.via}", rounds
-    )
-    await _finish(ctx, deps, request, request_id, outcome)
+        state, detail = "failed", str(exc)
+    outcome = await ctx.run(finish_step, request_id, state, detail)
+    if request.callback_url:
+        outcome = await ctx.run(callback_step, request_id, request.callback_url, outcome)
     return outcome
 
 
@@ -173,77 +155,184 @@ async def download(deps: Deps, request_id: str, url: str) -> Page:
 
 
 async def summarize_step(
-    ctx: Context, request_id: str, page: Page, previous: str | None, reason: str | None
+    ctx: Context, request_id: str, number: int, page: Page, history: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    """``history`` holds every earlier round's summary and the reason it was rejected for."""
     deps = ctx.get_dependency(Deps)
+    feedback = [Feedback.from_value(h) for h in history]
+    return await summarize(deps, request_id, number, page, feedback)
+
+
+async def summarize(
+    deps: Deps, request_id: str, number: int, page: Page, history: list[Feedback]
+) -> dict[str, Any]:
+    chain = await deps.ledger.chain(request_id)
+    key = f"summarized:{number}"
+    if (done := chain.keyed(key)) is not None:
+        return Summary.from_value(done.data).to_value()
     if page.failure is not None:
         raise page.failure
     text = page.text or ""
+    if number == 1:
+        await deps.ledger.append(request_id, "fetched", {"chars": len(text)}, key="fetched")
     summary = await _noting(
-        deps,
-        request_id,
-        "summarize",
-        lambda: deps.summarizer.summarize(text, previous=previous, reason=reason),
+        deps, request_id, "summarize", lambda: deps.summarizer.summarize(text, history=history)
     )
+    data = {"round": number, **summary.to_value()}
+    await deps.ledger.append(request_id, "summarized", data, key=key)
     return summary.to_value()
 
 
 async def ask_step(
     ctx: Context,
-    request: dict[str, Any],
     request_id: str,
-    promise_id: str,
-    first_promise_id: str,
+    submitted: dict[str, Any],
+    round_id: str,
+    first_round: str,
+    number: int,
+    summary: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    deps = ctx.get_dependency(Deps)
+    previous = Feedback.from_value(history[-1]).reason if history else None
+    return await ask(
+        deps,
+        Request.from_value(submitted),
+        request_id,
+        round_id,
+        first_round,
+        number,
+        Summary.from_value(summary),
+        previous,
+    )
+
+
+async def ask(
+    deps: Deps,
+    request: Request,
+    request_id: str,
+    round_id: str,
+    first_round: str,
     number: int,
     summary: Summary,
     previous_reason: str | None,
 ) -> dict[str, Any]:
-    deps = ctx.get_dependency(Deps)
+    """Email (or print) the round once: an ``asked`` record means it already went out."""
+    chain = await deps.ledger.chain(request_id)
+    key = f"asked:{round_id}"
+    if (done := chain.keyed(key)) is not None:
+        return done.data
     now = deps.clock()
-    ask = Ask(
+    expires_at = now + int(deps.links.ttl_s * 1000)
+    request_ask = Ask(
         request_id=request_id,
-        promise_id=promise_id,
-        first_promise_id=first_promise_id,
+        promise_id=round_id,
+        first_promise_id=first_round,
         round=number,
-        url=request["url"],
-        approver=request["approver"],
+        url=request.url,
+        approver=request.approver,
         summary=summary.text,
         previous_reason=previous_reason,
-        decide_url=deps.links.decide_url(promise_id, request["approver"], now),
-        expires_at=now + int(deps.links.ttl_s * 1000),
+        decide_url=deps.links.decide_url(round_id, request.approver, now),
+        expires_at=expires_at,
     )
     outcome = "failed"
     try:
-        await _noting(deps, request_id, "ask", lambda: deps.notifier.ask(ask))
+        message_id = await _noting(deps, request_id, "ask", lambda: deps.notifier.ask(request_ask))
         outcome = "sent"
     finally:
         deps.metrics.emails.labels(deps.notifier.name, outcome).inc()
-    return {"kind": "asked", "at": now, "via": deps.notifier.name, "round": number}
+    data = {
+        "round": number,
+        "round_id": round_id,
+        "channel": deps.notifier.name,
+        "recipient": request.approver,
+        "message_id": message_id,
+        "expires_at": expires_at,
+    }
+    await deps.ledger.append(request_id, "asked", data, key=key, chain=chain)
+    return data
 
 
-async def close_round_step(ctx: Context, promise_id: str, why: str) -> dict[str, Any]:
+async def record_decision_step(
+    ctx: Context, request_id: str, number: int, round_id: str, decision: dict[str, Any]
+) -> dict[str, Any]:
+    """The decider records its decision as it settles the round; this covers a decider that
+    died in between, so the trail never misses a decision the workflow acted on."""
+    deps = ctx.get_dependency(Deps)
+    event = await deps.ledger.append(
+        request_id,
+        "decided",
+        decided(number, round_id, Decision.from_value(decision)),
+        key=f"decided:{round_id}",
+    )
+    return {"seq": event.seq}
+
+
+def decided(number: int, round_id: str, decision: Decision) -> dict[str, Any]:
+    """The ``decided`` event's data: the decision as settled, with its evidence and seal."""
+    return {"round": number, "round_id": round_id, **decision.to_value()}
+
+
+async def close_round_step(ctx: Context, round_id: str, why: str) -> dict[str, Any]:
     """A round that could not be asked will never be answered: settle it, so the workflow
     (which must not finish with an open child promise) can fail instead of waiting forever."""
     deps = ctx.get_dependency(Deps)
-    await deps.close_round(promise_id, why)
+    await deps.ledger.close_round(round_id, why)
     return {"kind": "closed", "at": deps.clock(), "why": why}
+
+
+async def finish_step(ctx: Context, request_id: str, state: str, detail: str) -> dict[str, Any]:
+    deps = ctx.get_dependency(Deps)
+    outcome = await conclude(deps, request_id, state, detail)
+    await tidy(deps, request_id, state)
+    return outcome
+
+
+async def conclude(deps: Deps, request_id: str, state: str, detail: str) -> dict[str, Any]:
+    """Record the end and build the outcome from the trail, as a status read would; its seal
+    pins the trail's head so dropping the newest events is detected. Idempotent."""
+    await deps.ledger.append(
+        request_id, "finished", {"state": state, "detail": detail}, key="finished"
+    )
+    record = await deps.ledger.read(request_id)
+    if record is None:
+        msg = f"{request_id} vanished while finishing"
+        raise Permanent(msg)
+    return with_seal(record.view().to_json(), record.seal)
+
+
+async def tidy(deps: Deps, request_id: str, state: str) -> None:
+    """Once per request (inside a checkpointed step): the cache and the count."""
+    await asyncio.to_thread(deps.pages.drop, request_id)
+    deps.progress.clear(request_id)
+    deps.metrics.requests.labels(state).inc()
 
 
 async def callback_step(
     ctx: Context, request_id: str, url: str, outcome: dict[str, Any]
+) -> dict[str, Any]:
+    deps = ctx.get_dependency(Deps)
+    return await callback(deps, request_id, url, outcome)
+
+
+async def callback(
+    deps: Deps, request_id: str, url: str, outcome: dict[str, Any]
 ) -> dict[str, Any]:
     """A callback that never lands is logged, not fatal: the decision itself stands.
 
     Delivery is at least once: a crash after the POST but before this step's checkpoint sends
     it again, so receivers deduplicate by request id and state.
     """
-    deps = ctx.get_dependency(Deps)
+    body = {k: v for k, v in outcome.items() if k != "seal"}
+    result: dict[str, Any] = {"url": url, "delivered": True}
     try:
-        await _noting(deps, request_id, "callback", lambda: deps.callbacks.deliver(url, outcome))
+        await _noting(deps, request_id, "callback", lambda: deps.callbacks.deliver(url, body))
     except Permanent as exc:
         logger.error("giving up on the callback for %s: %s", request_id, exc)
-        return {"kind": "callback", "at": deps.clock(), "delivered": False, "error": str(exc)}
-    return {"kind": "callback", "at": deps.clock(), "delivered": True}
+        result = {"url": url, "delivered": False, "error": str(exc)}
+    event = await deps.ledger.append(request_id, "callback", result, key="callback")
+    return with_seal(outcome, event.seal())
 
 
 async def _noting[T](deps: Deps, request_id: str, step: str, work: Callable[[], Awaitable[T]]) -> T:
@@ -267,47 +356,10 @@ async def _noting[T](deps: Deps, request_id: str, step: str, work: Callable[[], 
         deps.progress.clear(request_id)
 
 
-async def _finish(
-    ctx: Context,
-    deps: Deps,
-    request: dict[str, Any],
-    request_id: str,
-    outcome: dict[str, Any],
-) -> None:
-    if request.get("callback_url"):
-        await ctx.run(callback_step, request_id, request["callback_url"], outcome)
-    await ctx.run(finish_step, request_id, outcome["state"])
-
-
-async def finish_step(ctx: Context, request_id: str, state: str) -> dict[str, Any]:
-    """Checkpointed, so a replay after the end neither counts the outcome twice nor touches
-    the cache again."""
-    deps = ctx.get_dependency(Deps)
-    await asyncio.to_thread(deps.pages.drop, request_id)
-    deps.progress.clear(request_id)
-    deps.metrics.requests.labels(state).inc()
-    return {"kind": "finished", "at": deps.clock(), "state": state}
-
-
-def _outcome(
-    request_id: str,
-    request: dict[str, Any],
-    state: str,
-    detail: str,
-    rounds: list[RoundView],
-) -> dict[str, Any]:
-    view = RequestView(
-        id=request_id,
-        state="approved" if state == "approved" else "failed",
-        url=request["url"],
-        approver=request["approver"],
-        detail=detail,
-        created_at=int(request.get("submitted_at", 0)),
-        rounds=rounds,
-    )
-    return view.to_json()
-
-
 def register(resonate: Any) -> None:
-    """Steps retry transient trouble themselves; a Permanent error must fail at once."""
-    resonate.register(approval, name=WORKFLOW_NAME, retry_policy=Never())
+    """Every version with requests that may still wait; steps retry transient trouble
+    themselves, so a Permanent error must fail at once."""
+    from service import workflow_v1
+
+    resonate.register(workflow_v1.approval, name=WORKFLOW_NAME, version=1, retry_policy=Never())
+    resonate.register(approval, name=WORKFLOW_NAME, version=VERSION, retry_policy=Never())

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from service.domain import REASON_MAX_CHARS, Decision, generation_of, normalize_url, workflow_id
+from service.domain import (
+    REASON_MAX_CHARS,
+    Decision,
+    Request,
+    Seal,
+    generation_of,
+    normalize_url,
+    workflow_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,14 +37,54 @@ def test_workflow_id_is_per_pair_and_free_of_colons():
 
 
 def test_decision_round_trip_and_version_check():
-    decision = Decision.new("reject", "  too long ", "alice@example.com", "link", 5)
+    decision = Decision.new(
+        "reject", "  too long ", "alice@example.com", "link", 5, {"address": "10.0.0.1"}
+    ).sealed(Seal(3, "ab" * 32))
     value = decision.to_value()
-    assert value["v"] == 1 and value["reason"] == "too long"
+    assert value["v"] == 2 and value["reason"] == "too long"
+    assert value["seal"] == {"count": 3, "hash": "ab" * 32}
     assert Decision.from_value(value) == decision
     with pytest.raises(ValueError):
-        Decision.from_value({**value, "v": 2})
+        Decision.from_value({**value, "v": 3})
     with pytest.raises(ValueError):
         Decision.from_value({**value, "verdict": "maybe"})
+
+
+def test_release_0_1_decisions_still_read():
+    old = {
+        "v": 1,
+        "verdict": "approve",
+        "reason": None,
+        "by": "a@example.com",
+        "via": "cli",
+        "at": 7,
+        "nonce": "n",
+    }
+    decision = Decision.from_value(old)
+    assert (decision.verdict, decision.via, decision.evidence, decision.seal) == (
+        "approve",
+        "cli",
+        {},
+        None,
+    )
+
+
+def test_release_0_1_requests_still_read():
+    old = {
+        "url": "https://example.com/",
+        "approver": "A@Example.com",
+        "callback_url": None,
+        "submitted_at": 9,
+    }
+    request = Request.from_value(old)
+    assert (request.schema, request.approver, request.submitted_by) == (
+        1,
+        "a@example.com",
+        "unknown",
+    )
+    assert Request.from_value(request.to_value()) == request
+    with pytest.raises(ValueError, match="newer than this release"):
+        Request.from_value({**old, "schema": 99})
 
 
 def test_long_reasons_are_capped():

@@ -64,3 +64,17 @@ def test_only_the_composition_root_and_cli_read_config():
 def test_nothing_in_service_imports_the_test_fakes():
     paths = [p for p in SERVICE.rglob("*.py") if p.name != "testing.py"]
     assert _violations(paths, ("service.testing",)) == []
+
+
+def test_only_the_ledger_and_the_engine_know_how_promises_are_stored():
+    """``.promises.`` calls and the SDK's ``resonate:`` tags appear nowhere else, so an SDK
+    upgrade is checked in one package (the engine has its own reasons: it is the server)."""
+    owners = ("ledger", "engine")
+    found = [
+        f"{path.relative_to(SERVICE.parent)}: {token}"
+        for path in SERVICE.rglob("*.py")
+        if not any(part in owners for part in path.relative_to(SERVICE).parts[:1])
+        for token in (".promises.", '"resonate:')
+        if token in path.read_text()
+    ]
+    assert found == []

@@ -12,7 +12,7 @@ import httpx
 import ollama
 import pytest
 
-from service.steps.summarize import build_messages, ollama_available
+from service.steps.summarize import Feedback, build_messages, ollama_available
 from service.testing import FakeOllama, echo_summary
 
 HELLO = [{"role": "user", "content": "Hello there. How are you?"}]
@@ -109,10 +109,16 @@ async def test_wait_for_chats_times_out_with_a_count(fake: FakeOllama) -> None:
 
 
 def test_echo_summary_marks_a_revision() -> None:
-    first = build_messages("First fact here. Second fact.", None, None, 1_000)
-    again = build_messages("First fact here. Second fact.", "First fact here.", "add more", 1_000)
+    first = build_messages("First fact here. Second fact.", (), 1_000)
+    again = build_messages("First fact here. Second fact.", [Feedback("First.", "add more")], 1_000)
+    third = build_messages(
+        "First fact here. Second fact.",
+        [Feedback("First.", "add more"), Feedback("Second.", "and dates")],
+        1_000,
+    )
     assert echo_summary(first) == "First fact here."
     assert echo_summary(again) == "First fact here. (revised: add more)"
+    assert echo_summary(third) == "First fact here. (revised: add more; and dates)"
 
 
 @pytest.mark.slow

@@ -1,13 +1,18 @@
-"""Who may use the API and the dashboard.
+"""Who may use the API and the dashboard, and under which name.
 
-With ``MAILGATE_API_TOKEN`` set, API calls carry it as a bearer token and a browser presents it
-once on the login page, after which a signed HttpOnly session cookie stands in for it.
-``/decide/*`` never passes through here: its signed token is the whole authorization.
+API tokens are named (``MAILGATE_API_TOKENS=ops:…,ci:…``; the single ``MAILGATE_API_TOKEN`` is
+named ``api``), so the audit trail can say which token submitted or decided: the name is the
+authenticated principal, never anything the caller writes in a body. API calls carry a token
+as a bearer token; a browser presents it once on the login page, after which a signed HttpOnly
+session cookie carrying the token's name stands in for it. Without any token (loopback only)
+every caller is ``local``. ``/decide/*`` never passes through here: its signed token is the
+whole authorization.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 
 from starlette.requests import Request
 
@@ -16,31 +21,39 @@ from service.errors import BadToken
 
 SESSION_COOKIE = "mailgate_session"
 SESSION_TTL_S = 7 * 86400
+LOCAL = "local"
 
 
-def bearer_ok(request: Request, api_token: str) -> bool:
+class ApiTokens:
+    def __init__(self, named: Sequence[tuple[str, str]]) -> None:
+        self._named = tuple(named)
+
+    @property
+    def required(self) -> bool:
+        return bool(self._named)
+
+    def name_of(self, candidate: str) -> str | None:
+        """The token's name; every configured token is compared, in constant time each."""
+        found = None
+        for name, token in self._named:
+            if hmac.compare_digest(candidate.encode(), token.encode()):
+                found = name
+        return found
+
+
+def principal(
+    request: Request, api_tokens: ApiTokens, secrets: tuple[str, ...], now_ms: int
+) -> str | None:
+    """The caller's name, or None when the API refuses it."""
+    if not api_tokens.required:
+        return LOCAL
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and token_matches(credentials.strip(), api_token)
-
-
-def session_ok(request: Request, secrets: tuple[str, ...], now_ms: int) -> bool:
+    if scheme.lower() == "bearer" and (name := api_tokens.name_of(credentials.strip())):
+        return name
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
-        return False
+        return None
     try:
-        tokens.verify_session(cookie, secrets=secrets, ttl_s=SESSION_TTL_S, now_ms=now_ms)
+        return tokens.verify_session(cookie, secrets=secrets, ttl_s=SESSION_TTL_S, now_ms=now_ms)
     except BadToken:
-        return False
-    return True
-
-
-def authorized(
-    request: Request, api_token: str | None, secrets: tuple[str, ...], now_ms: int
-) -> bool:
-    if api_token is None:
-        return True
-    return bearer_ok(request, api_token) or session_ok(request, secrets, now_ms)
-
-
-def token_matches(candidate: str, api_token: str) -> bool:
-    return hmac.compare_digest(candidate.encode(), api_token.encode())
+        return None

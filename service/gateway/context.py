@@ -7,19 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resonate.resonate import Resonate
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from service import tokens
+from service.decisions import Decisions
 from service.errors import MailgateError
 from service.gateway import auth
+from service.ledger import Ledger
 from service.metrics import Metrics
-from service.progress import Progress
 from service.submissions import Policy
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "pages"
+#: What a caller may say about itself (``mailgate`` sends ``cli``): kept as an untrusted hint.
+CLIENT_HEADER = "x-mailgate-client"
 
 
 class Unauthorized(MailgateError):
@@ -28,27 +30,31 @@ class Unauthorized(MailgateError):
 
 @dataclass
 class Gateway:
-    resonate: Resonate
+    ledger: Ledger
+    decisions: Decisions
     policy: Policy
-    progress: Progress
     clock: Callable[[], int]
     secrets: tuple[str, ...]
     public_url: str
     link_ttl_s: float
-    api_token: str | None
+    api_tokens: auth.ApiTokens
     metrics: Metrics
+    workflow_version: int
     templates: Jinja2Templates
 
     @classmethod
     def create(cls, **kwargs: Any) -> Gateway:
         return cls(templates=Jinja2Templates(directory=TEMPLATES), **kwargs)
 
-    def api_allowed(self, request: Request) -> bool:
-        return auth.authorized(request, self.api_token, self.secrets, self.clock())
+    def principal(self, request: Request) -> str | None:
+        return auth.principal(request, self.api_tokens, self.secrets, self.clock())
 
-    def require_api(self, request: Request) -> None:
-        if not self.api_allowed(request):
-            raise Unauthorized("missing or wrong bearer token (MAILGATE_API_TOKEN)")
+    def require_api(self, request: Request) -> str:
+        """The caller's name (a token's name, or ``local`` where no token is configured)."""
+        name = self.principal(request)
+        if name is None:
+            raise Unauthorized("missing or wrong bearer token (MAILGATE_API_TOKEN(S))")
+        return name
 
     def verify_link(self, token: str) -> tokens.LinkToken:
         return tokens.verify(
@@ -65,3 +71,12 @@ class Gateway:
         return self.templates.TemplateResponse(
             request, name, {"now_ms": self.clock(), **context}, status_code=status_code
         )
+
+
+def client_hint(request: Request) -> str | None:
+    hint = request.headers.get(CLIENT_HEADER, "").strip()[:40]
+    return hint or None
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

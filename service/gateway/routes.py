@@ -1,4 +1,4 @@
-"""Endpoints: parse the request, call decisions/queries, answer with a page or JSON.
+"""Endpoints: parse the request, call the ledger or decisions, answer with a page or JSON.
 
 GET only renders (mail scanners prefetch links); POST decides. Errors are raised as domain
 errors and mapped to statuses in ``gateway.app``.
@@ -6,17 +6,27 @@ errors and mapped to statuses in ``gateway.app``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from service import decisions, requests, submissions, tokens
-from service.errors import BadToken, MailgateError
+from service import decisions, submissions, tokens
+from service.decisions import Actor
+from service.domain import normalize_email
+from service.errors import MailgateError
 from service.gateway import auth
-from service.gateway.context import Gateway
+from service.gateway.context import Gateway, client_address, client_hint
+from service.ledger import Round
 from service.metrics import CONTENT_TYPE_LATEST
+from service.status import REQUEST_STATES
+
+LISTING_LIMIT_DEFAULT = 50
+LISTING_LIMIT_MAX = 500
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +98,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     gw = gateway(request)
     try:
-        await requests.get_record(gw.resonate, "mailgate-readiness-probe")
+        await gw.ledger.ping()
     except Exception as exc:  # any failure to reach the engine means not ready
         return JSONResponse({"ready": False, "engine": str(exc)}, status_code=503)
     return JSONResponse({"ready": True})
@@ -96,16 +106,19 @@ async def readyz(request: Request) -> Response:
 
 async def submit(request: Request) -> Response:
     gw = gateway(request)
-    gw.require_api(request)
+    caller = gw.require_api(request)
     body = await api_body(request)
     result = await submissions.submit(
-        gw.resonate,
+        gw.ledger,
         url=body.get("url"),
         email=body.get("email"),
         callback_url=body.get("callback_url"),
         repeat=bool(body.get("repeat", False)),
         policy=gw.policy,
         now_ms=gw.clock(),
+        submitted_by=caller,
+        client=client_hint(request),
+        version=gw.workflow_version,
     )
     if result.created:
         gw.metrics.requests.labels("submitted").inc()
@@ -120,63 +133,128 @@ async def submit(request: Request) -> Response:
 async def request_status(request: Request) -> Response:
     gw = gateway(request)
     gw.require_api(request)
-    found = await requests.view(gw.resonate, request.path_params["request_id"], gw.progress)
+    found = await gw.ledger.view(request.path_params["request_id"])
     if found is None:
         raise NotFound("no such request")
     return JSONResponse(found.to_json())
 
 
+async def request_events(request: Request) -> Response:
+    """The request's audit trail, and whether it checks out."""
+    gw = gateway(request)
+    gw.require_api(request)
+    request_id = request.path_params["request_id"]
+    verification = await gw.ledger.verify(request_id)
+    if verification is None:
+        raise NotFound("no such request")
+    chain = await gw.ledger.chain(request_id)
+    return JSONResponse(
+        {
+            "id": request_id,
+            "events": [event.to_value() for event in chain.events],
+            "verification": verification.to_json(),
+        }
+    )
+
+
 async def request_list(request: Request) -> Response:
     gw = gateway(request)
     gw.require_api(request)
-    views = await requests.listing(gw.resonate, gw.progress)
-    return JSONResponse({"requests": [v.to_json() for v in views]})
+    query = request.query_params
+    state = query.get("state") or None
+    if state is not None and state not in REQUEST_STATES:
+        raise submissions.InvalidSubmission(f"state: one of {', '.join(REQUEST_STATES)}")
+    try:
+        limit = int(query.get("limit", LISTING_LIMIT_DEFAULT))
+    except ValueError:
+        raise submissions.InvalidSubmission("limit: a whole number") from None
+    if not 1 <= limit <= LISTING_LIMIT_MAX:
+        raise submissions.InvalidSubmission(f"limit: between 1 and {LISTING_LIMIT_MAX}")
+    approver = query.get("approver")
+    page = await gw.ledger.listing(
+        state=state,
+        approver=normalize_email(approver) if approver else None,
+        limit=limit,
+        cursor=query.get("cursor") or None,
+    )
+    return JSONResponse({"requests": page.rows, "cursor": page.cursor})
+
+
+async def audit_export(request: Request) -> Response:
+    """Every event of every kept request, as JSON lines (``mailgate audit export``)."""
+    gw = gateway(request)
+    gw.require_api(request)
+    try:
+        since = int(request.query_params.get("since", "0"))
+    except ValueError:
+        raise submissions.InvalidSubmission("since: epoch milliseconds") from None
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for request_id in gw.ledger.request_ids():
+            for event in (await gw.ledger.chain(request_id)).events:
+                if event.at >= since:
+                    yield json.dumps(event.to_value(), ensure_ascii=False).encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+async def audit_verify(request: Request) -> Response:
+    """Check every kept request's trail (``mailgate audit verify``), one JSON line each."""
+    gw = gateway(request)
+    gw.require_api(request)
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for request_id in gw.ledger.request_ids():
+            verification = await gw.ledger.verify(request_id)
+            if verification is not None:
+                yield json.dumps(verification.to_json()).encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
 async def operator_decision(request: Request) -> Response:
     """``mailgate decide``: an operator settles the round now waiting."""
     gw = gateway(request)
-    gw.require_api(request)
+    caller = gw.require_api(request)
     request_id = request.path_params["request_id"]
     body = await api_body(request)
     verdict = body.get("verdict")
     if verdict not in ("approve", "reject"):
         raise submissions.InvalidSubmission("verdict: approve or reject")
-    promise_id = await requests.pending_round(gw.resonate, request_id)
-    if promise_id is None:
-        found = await requests.view(gw.resonate, request_id, gw.progress)
-        if found is None:
-            raise NotFound("no such request")
+    view = await gw.ledger.view(request_id)
+    if view is None:
+        raise NotFound("no such request")
+    waiting = next((r for r in view.rounds if r.decision is None and r.round_id), None)
+    if view.state != "waiting" or waiting is None or waiting.round_id is None:
         return JSONResponse(
-            {"error": f"request is {found.state}: no round is waiting for a decision"},
+            {"error": f"request is {view.state}: no round is waiting for a decision"},
             status_code=409,
         )
-    outcome = await decisions.decide(
-        gw.resonate,
-        promise_id=promise_id,
+    evidence = {
+        "token": caller,
+        "client": client_hint(request) or "",
+        "address": client_address(request),
+    }
+    claimed = body.get("by")
+    if isinstance(claimed, str) and claimed.strip():
+        evidence["claimed_by"] = claimed.strip()[:200]
+    found = await gw.decisions.find(waiting.round_id)
+    outcome = await gw.decisions.decide(
+        found,
         verdict=verdict,
-        reason=body.get("reason"),
-        by=str(body.get("by") or "operator"),
-        via="cli",
-        now_ms=gw.clock(),
+        reason=_text(body.get("reason")),
+        actor=Actor(by=caller, via="api", evidence=evidence),
     )
-    _count(gw, outcome)
     return _outcome_json(outcome)
 
 
 async def decide_page(request: Request) -> Response:
     gw = gateway(request)
     link = gw.verify_link(request.path_params["token"])
-    record = await requests.get_record(gw.resonate, link.promise_id)
-    view = await requests.view(gw.resonate, link.promise_id.partition(":")[0], gw.progress)
-    if record is None or view is None:
-        raise BadToken("this decision is for a request Mailgate does not know")
+    found = await gw.decisions.find(link.promise_id)
+    view = found.record.view()
     current = next((r for r in view.rounds if r.round_id == link.promise_id), None)
-    logger.info(
-        "decision link viewed for %s",
-        link.promise_id,
-        extra={"event": "link_viewed", "request_id": view.id},
-    )
+    await _opened(gw, request, found)
     preselect = request.query_params.get("verdict")
     return gw.render(
         request,
@@ -184,9 +262,29 @@ async def decide_page(request: Request) -> Response:
         {
             "view": view,
             "round": current,
-            "pending": record.state == "pending",
+            "pending": found.pending,
             "preselect": preselect if preselect in ("approve", "reject") else None,
         },
+    )
+
+
+async def _opened(gw: Gateway, request: Request, found: Round) -> None:
+    """One ``link_opened`` event per round, client address and user agent: a mail scanner's
+    prefetch and the person's visit are told apart, a reload is not recorded twice."""
+    address = client_address(request)
+    agent = request.headers.get("user-agent", "")[:300]
+    seen = hashlib.blake2b(f"{address}\n{agent}".encode(), digest_size=8).hexdigest()
+    await gw.ledger.append(
+        found.record.request_id,
+        "link_opened",
+        {"round_id": found.round_id, "address": address, "user_agent": agent},
+        key=f"opened:{found.round_id}:{seen}",
+        chain=found.record.chain,
+    )
+    logger.info(
+        "decision link viewed for %s",
+        found.round_id,
+        extra={"event": "link_viewed", "request_id": found.record.request_id},
     )
 
 
@@ -197,51 +295,52 @@ async def decide_commit(request: Request) -> Response:
     verdict = body.get("verdict")
     if verdict not in ("approve", "reject"):
         raise submissions.InvalidSubmission("verdict: choose approve or reject")
-    reason = body.get("reason")
-    outcome = await decisions.decide(
-        gw.resonate,
-        promise_id=link.promise_id,
+    found = await gw.decisions.find(link.promise_id)
+    evidence = {
+        "address": client_address(request),
+        "user_agent": request.headers.get("user-agent", "")[:300],
+    }
+    outcome = await gw.decisions.decide(
+        found,
         verdict=verdict,
-        reason=reason if isinstance(reason, str) else None,
-        by=link.approver,
-        via="link",
-        now_ms=gw.clock(),
+        reason=_text(body.get("reason")),
+        actor=Actor(by=link.approver, via="link", evidence=evidence),
         approver=link.approver,
     )
-    _count(gw, outcome)
     if wants_json(request):
         return _outcome_json(outcome)
+    accepted = isinstance(outcome, decisions.Accepted)
     return gw.render(
         request,
         "done.html",
-        {"outcome": outcome, "accepted": isinstance(outcome, decisions.Accepted)},
-        status_code=200 if isinstance(outcome, decisions.Accepted) else 409,
+        {"outcome": outcome, "accepted": accepted},
+        status_code=200 if accepted else 409,
     )
 
 
 async def dashboard(request: Request) -> Response:
     gw = gateway(request)
-    if not gw.api_allowed(request):
+    if gw.principal(request) is None:
         return RedirectResponse("/login", status_code=303)
-    views = await requests.listing(gw.resonate, gw.progress)
-    return gw.render(request, "dashboard.html", {"views": views})
+    page = await gw.ledger.listing(limit=LISTING_LIMIT_DEFAULT)
+    return gw.render(request, "dashboard.html", {"views": page.rows, "cursor": page.cursor})
 
 
 async def login(request: Request) -> Response:
     gw = gateway(request)
-    if gw.api_token is None:
+    if not gw.api_tokens.required:
         return RedirectResponse("/", status_code=303)
     if request.method == "GET":
         return gw.render(request, "login.html", {"failed": False})
     refuse_cross_site(request)
     form = await request.form()
-    candidate = str(form.get("token", ""))
-    if not auth.token_matches(candidate, gw.api_token):
+    name = gw.api_tokens.name_of(str(form.get("token", "")))
+    if name is None:
         return gw.render(request, "login.html", {"failed": True}, status_code=401)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         auth.SESSION_COOKIE,
-        tokens.sign_session("dashboard", secrets=gw.secrets, now_ms=gw.clock()),
+        tokens.sign_session(name, secrets=gw.secrets, now_ms=gw.clock()),
         max_age=auth.SESSION_TTL_S,
         httponly=True,
         samesite="strict",
@@ -250,9 +349,8 @@ async def login(request: Request) -> Response:
     return response
 
 
-def _count(gw: Gateway, outcome: decisions.Outcome) -> None:
-    if isinstance(outcome, decisions.Accepted):
-        gw.metrics.decisions.labels(outcome.decision.via, outcome.decision.verdict).inc()
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _outcome_json(outcome: decisions.Outcome) -> Response:
@@ -261,13 +359,14 @@ def _outcome_json(outcome: decisions.Outcome) -> Response:
             {"id": outcome.request_id, "accepted": True, "decision": outcome.decision.to_value()}
         )
     existing = outcome.decision.to_value() if outcome.decision else None
+    state = outcome.state if isinstance(outcome, decisions.AlreadyDecided) else "resolved"
     return JSONResponse(
         {
             "id": outcome.request_id,
             "accepted": False,
             "error": "already decided",
             "decision": existing,
-            "state": outcome.state,
+            "state": state,
         },
         status_code=409,
     )

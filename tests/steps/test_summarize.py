@@ -19,6 +19,7 @@ from service.steps.summarize import (
     SYSTEM_PROMPT,
     EmptySummary,
     ExtractiveSummarizer,
+    Feedback,
     OllamaSummarizer,
     Summarizer,
     build_messages,
@@ -75,7 +76,7 @@ def summarizer(fake: FakeOllama, **overrides: object) -> OllamaSummarizer:
 
 
 def test_first_round_prompt_holds_the_page_and_the_rules() -> None:
-    system, user = build_messages(PAGE, None, None, budget=10_000)
+    system, user = build_messages(PAGE, (), budget=10_000)
     assert system == {"role": "system", "content": SYSTEM_PROMPT}
     assert "faithful" in SYSTEM_PROMPT
     assert "Never add" in SYSTEM_PROMPT
@@ -86,7 +87,9 @@ def test_first_round_prompt_holds_the_page_and_the_rules() -> None:
 
 
 def test_reask_prompt_holds_previous_summary_and_reason() -> None:
-    _, user = build_messages(PAGE, "Rock pools exist.", "Mention the free walks.", 10_000)
+    _, user = build_messages(
+        PAGE, [Feedback("Rock pools exist.", "Mention the free walks.")], 10_000
+    )
     content = user["content"]
     assert "Rock pools exist." in content
     assert "Mention the free walks." in content
@@ -94,15 +97,37 @@ def test_reask_prompt_holds_previous_summary_and_reason() -> None:
     assert content.index(PAGE_END) < content.index("Rock pools exist.")
 
 
+def test_every_earlier_reason_and_rejected_summary_reaches_the_prompt() -> None:
+    history = [
+        Feedback("Rock pools exist.", "Mention the free walks.", "alice@example.com"),
+        Feedback("Rangers lead walks.", "Say that tickets must be booked.", "alice@example.com"),
+    ]
+    _, user = build_messages(PAGE, history, 10_000)
+    content = user["content"]
+    for text in ("Rock pools exist.", "Mention the free walks.", "Rangers lead walks."):
+        assert text in content
+    assert "Say that tickets must be booked." in content
+    assert content.index("Mention the free walks.") < content.index("Say that tickets")
+    assert "every reason above" in content
+
+
+def test_many_rounds_shorten_old_summaries_not_the_reasons() -> None:
+    history = [Feedback("word " * 2_000, f"reason number {n}") for n in range(12)]
+    _, user = build_messages(PAGE, history, 10_000)
+    content = user["content"]
+    assert all(f"reason number {n}" in content for n in range(12))
+    assert len(content) < 10_000 + 12_000
+
+
 def test_reask_without_reason_still_asks_for_a_revision() -> None:
-    _, user = build_messages(PAGE, "Rock pools exist.", None, 10_000)
+    _, user = build_messages(PAGE, [Feedback("Rock pools exist.", None)], 10_000)
     assert "Rock pools exist." in user["content"]
     assert "without giving a reason" in user["content"]
 
 
 def test_long_page_is_clipped_at_a_sentence_and_says_so() -> None:
     budget = 200
-    _, user = build_messages(PAGE, None, None, budget)
+    _, user = build_messages(PAGE, (), budget)
     page = user["content"].split(f"{PAGE_START}\n")[1].split(f"\n{PAGE_END}")[0]
     assert len(page) <= budget
     assert PAGE.startswith(page)
@@ -119,7 +144,8 @@ def test_clip_falls_back_to_a_space_then_to_a_hard_cut() -> None:
 
 def test_context_window_fits_the_largest_prompt() -> None:
     budget = 12_000
-    system, user = build_messages("w " * budget, "p " * 1_000, "r " * 200, budget)
+    history = [Feedback("p " * 1_000, "r " * 200) for _ in range(3)]
+    system, user = build_messages("w " * budget, history, budget)
     prompt_chars = len(system["content"]) + len(user["content"])
     assert context_tokens(budget) * 3 >= prompt_chars
     assert context_tokens(budget) % 1024 == 0
@@ -148,7 +174,7 @@ async def test_summary_comes_from_ollama_and_records_the_model(fake: FakeOllama)
 
 async def test_reask_sends_previous_summary_and_reason(fake: FakeOllama) -> None:
     summary = await summarizer(fake).summarize(
-        PAGE, previous="Rock pools exist.", reason="say when the walks are"
+        PAGE, history=[Feedback("Rock pools exist.", "say when the walks are")]
     )
     assert summary.text.endswith("(revised: say when the walks are)")
     assert "Rock pools exist." in fake.chats[-1].prompt
@@ -287,7 +313,7 @@ async def test_extractive_reask_favours_the_reason_and_never_repeats_itself() ->
     first = await extractive.summarize(PAGE)
 
     revised = await extractive.summarize(
-        PAGE, previous=first.text, reason="what about tickets and booking?"
+        PAGE, history=[Feedback(first.text, "what about tickets and booking?")]
     )
 
     assert revised.text != first.text
@@ -299,10 +325,24 @@ async def test_extractive_reask_without_matching_reason_offers_more() -> None:
     extractive = ExtractiveSummarizer(sentences=2, input_budget_chars=10_000)
     first = await extractive.summarize(PAGE)
 
-    revised = await extractive.summarize(PAGE, previous=first.text, reason="zzz")
+    revised = await extractive.summarize(PAGE, history=[Feedback(first.text, "zzz")])
 
     assert revised.text != first.text
     assert all(s in revised.text for s in _page_sentences() if s in first.text)
+
+
+@pytest.mark.usefixtures("no_nltk_data")
+async def test_extractive_third_round_honours_both_reasons_and_repeats_neither() -> None:
+    extractive = ExtractiveSummarizer(sentences=2, input_budget_chars=10_000)
+    first = await extractive.summarize(PAGE)
+    second = await extractive.summarize(PAGE, history=[Feedback(first.text, "tickets booking")])
+    third = await extractive.summarize(
+        PAGE,
+        history=[Feedback(first.text, "tickets booking"), Feedback(second.text, "rangers walks")],
+    )
+    assert third.text not in (first.text, second.text)
+    assert "Tickets for the walks" in third.text
+    assert "Rangers lead free tide pool walks" in third.text
 
 
 @pytest.mark.usefixtures("no_nltk_data")
