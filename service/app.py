@@ -27,19 +27,21 @@ from resonate.error import ServerError
 from resonate.resonate import Resonate
 from resonate.retry import Never
 from resonate.timing import now_ms
+from resonate_base.connections import Network, Source
 from resonate_base.error import ConnectorError
 
 from service import engine, workflow
 from service.config import Settings
 from service.decisions import Decisions
 from service.domain import WORKER_GROUP
+from service.engine.metered import MeteredNetwork
 from service.errors import ConfigError
 from service.gateway.app import build_app
 from service.gateway.auth import ApiTokens
 from service.gateway.context import Gateway
 from service.inbox.handler import ReplyHandler
 from service.inbox.server import InboxServer
-from service.ledger import Ledger
+from service.ledger import Ledger, legacy
 from service.mail.send import SmtpSettings, smtp_reachable
 from service.mail.send import send as send_mail
 from service.metrics import Metrics
@@ -148,18 +150,21 @@ def inbound_tls(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def connect(settings: Settings, *, pid: str, group: str) -> engine.EngineConnection | None:
+def connect(
+    settings: Settings, *, pid: str, group: str, clock: Callable[[], int] = now_ms
+) -> engine.EngineConnection | None:
     """The embedded engine to use, or None when ``RESONATE_URL`` names a remote one."""
     if not settings.embedded:
         return None
     if settings.engine == "memory":
-        return engine.open_memory(pid=pid, group=group)
+        return engine.open_memory(pid=pid, group=group, clock=clock)
     return engine.open_durable(
         settings.data_dir / "engine",
         pid=pid,
         group=group,
         synchronous=settings.engine_synchronous,
         retention_ms=int(settings.retention * 1000),
+        clock=clock,
     )
 
 
@@ -190,34 +195,20 @@ class Mailgate:
             else INBOX_GROUP
         )
         secrets = secrets_for(settings)
-        self.connection = connect(settings, pid=self.pid, group=group)
-        if self.connection is not None:
-            await self.connection.start()
-            resonate = Resonate(
-                network=self.connection,
-                group=group,
-                pid=self.pid,
-                ttl=timedelta(seconds=settings.lease_ttl),
-                retry_policy=Never(),
-                env={},
-                subscription_refresh_secs=0,
-                autostart=False,
-            )
-        else:
-            resonate = Resonate(
-                url=settings.resonate_url,
-                token=settings.engine_token,
-                group=group,
-                pid=self.pid,
-                ttl=timedelta(seconds=settings.lease_ttl),
-                retry_policy=Never(),
-                env={},
-                # The gateway listens too: the engine's push of each finished request is what
-                # lets the SDK drop the handle its ``rpc`` created. The inbox creates none.
-                sources=None if self.roles.worker or self.roles.gateway else [],
-                subscription_refresh_secs=0,
-                autostart=False,
-            )
+        self.connection = connect(settings, pid=self.pid, group=group, clock=self.clock)
+        network, sources = await self._connections(group)
+        resonate = Resonate(
+            network=MeteredNetwork(network, self.metrics.count_engine_request),
+            sources=sources,
+            group=group,
+            pid=self.pid,
+            ttl=timedelta(seconds=settings.lease_ttl),
+            retry_policy=Never(),
+            env={},
+            clock=self.clock,
+            subscription_refresh_secs=0,
+            autostart=False,
+        )
         self.resonate = resonate
         ledger = Ledger(resonate, secrets=secrets, clock=self.clock)
         self.ledger = ledger
@@ -228,11 +219,29 @@ class Mailgate:
             await self._wait_for_engine(ledger)
         if self.roles.worker:
             resonate.with_dependency(await self._deps(secrets, ledger, self.progress))
+            await legacy.adopt(ledger)
         resonate.start()
         if self.roles.gateway:
             await self._serve_http(ledger, decisions, secrets)
         if self.roles.inbox:
             await self._listen_smtp(decisions, secrets)
+
+    async def _connections(self, group: str) -> tuple[Network, list[Source]]:
+        """The embedded engine is both the network and the source of pushed work; a remote one
+        pushes over SSE to roles that listen. The gateway listens too: the engine's push of
+        each finished request is what lets the SDK drop the handle its ``rpc`` created. The
+        inbox creates none."""
+        if self.connection is not None:
+            await self.connection.start()
+            return self.connection, [self.connection]
+        assert self.settings.resonate_url is not None
+        return engine.remote_connections(
+            self.settings.resonate_url,
+            token=self.settings.engine_token,
+            pid=self.pid,
+            group=group,
+            listen=self.roles.worker or self.roles.gateway,
+        )
 
     async def _wait_for_engine(self, ledger: Ledger) -> None:
         """A split role may start before its engine: wait, saying so, instead of failing."""

@@ -90,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
     _gateway_option(reply_test)
     reply_test.set_defaults(run=_reply_test)
 
+    audit = sub.add_parser("audit", help="check or export the audit trail")
+    audit_sub = audit.add_subparsers(required=True, metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="check one request's trail, or every one")
+    verify.add_argument("id", nargs="?")
+    _gateway_option(verify)
+    verify.set_defaults(run=_audit_verify)
+    export = audit_sub.add_parser("export", help="write every event as JSON lines")
+    export.add_argument(
+        "--since", metavar="WHEN", help="only events since: a duration ago (7d) or a date (ISO)"
+    )
+    _gateway_option(export)
+    export.set_defaults(run=_audit_export)
+
     mail_test = sub.add_parser("mail-test", help="send a sample request email")
     mail_test.add_argument("--to", required=True, metavar="ADDRESS")
     mail_test.set_defaults(run=_mail_test)
@@ -266,6 +279,72 @@ def _decide(args: argparse.Namespace, settings: config.Settings) -> int:
         return 1
     print(f"{args.id}: {args.verdict} recorded")
     return 0
+
+
+EXIT_TAMPERED = 1
+EXIT_UNVERIFIABLE = 3
+
+
+def _audit_verify(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Exit 0 when every trail checked is intact, 1 when any was tampered with, 3 when some
+    could only be partly checked (events signed with a key no longer configured)."""
+    with _client(args, settings) as client:
+        if args.id:
+            response = _call(client, "GET", f"/requests/{args.id}/events")
+            if response.status_code != 200:
+                print(f"mailgate: {_error(response)}", file=sys.stderr)
+                return 1
+            results = [response.json()["verification"]]
+        else:
+            response = _call(client, "GET", "/audit/verify")
+            results = [json.loads(line) for line in response.text.splitlines() if line]
+    for result in results:
+        print(f"{result['request_id']}  {result['verdict']:<12}  {result['events']} events")
+        for problem in result["problems"]:
+            print(f"    event {problem['seq']}: {problem['what']}")
+    verdicts = {r["verdict"] for r in results}
+    if not args.id:
+        counts = ", ".join(
+            f"{sum(r['verdict'] == v for r in results)} {v}" for v in sorted(verdicts)
+        )
+        print(f"{len(results)} request(s): {counts or 'nothing to check'}")
+    if "tampered" in verdicts:
+        return EXIT_TAMPERED
+    return EXIT_UNVERIFIABLE if "unverifiable" in verdicts else 0
+
+
+def _audit_export(args: argparse.Namespace, settings: config.Settings) -> int:
+    since = _since(args.since) if args.since else 0
+    with _client(args, settings) as client:
+        try:
+            with client.stream("GET", "/audit/events", params={"since": since}) as response:
+                if response.status_code != 200:
+                    response.read()
+                    print(f"mailgate: {_error(response)}", file=sys.stderr)
+                    return 1
+                for line in response.iter_lines():
+                    if line:
+                        print(line)
+        except httpx.TransportError as exc:
+            msg = f"cannot reach the gateway at {client.base_url} ({exc})"
+            raise ConfigError(msg) from None
+    return 0
+
+
+def _since(text: str) -> int:
+    """Epoch milliseconds from ``7d`` (that long ago) or an ISO date or time (UTC if no zone)."""
+    try:
+        return int((time.time() - config.parse_duration(text)) * 1000)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"--since {text!r}: give a duration like 7d or a date like 2026-12-01"
+        raise ConfigError(msg) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
 
 
 def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:

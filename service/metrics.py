@@ -39,6 +39,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.engine_requests = Counter(
+            "mailgate_engine_requests",
+            "Requests this process sent to the engine, by protocol kind; audit=1 for writes of "
+            "audit events.",
+            ["kind", "audit"],
+            registry=self.registry,
+        )
         self.step_seconds = Histogram(
             "mailgate_step_duration_seconds",
             "Duration of workflow steps.",
@@ -46,6 +53,19 @@ class Metrics:
             buckets=(0.05, 0.25, 1, 5, 15, 60, 180, 600, 1800),
             registry=self.registry,
         )
+
+    def count_engine_request(self, kind: str, audit: bool) -> None:
+        self.engine_requests.labels(kind, "1" if audit else "0").inc()
+
+    def engine_calls(self, *, audit: bool = False) -> dict[str, int]:
+        """Requests sent so far by kind, audit writes or the rest (for bench and tests)."""
+        wanted = "1" if audit else "0"
+        return {
+            sample.labels["kind"]: int(sample.value)
+            for metric in self.engine_requests.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total") and sample.labels["audit"] == wanted
+        }
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

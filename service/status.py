@@ -100,6 +100,8 @@ def advance(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> Requ
     decision, a callback) still move ``updated_at``. A request is ``approved`` only once it
     finished (its callback tried), so ``submit --wait`` and pollers never run ahead of it."""
     view = replace(view, updated_at=max(view.updated_at, at))
+    if view.finished:
+        return _after_the_end(view, kind, at, data)
     if kind == "fetched":
         return replace(view, detail="summarizing round 1")
     if kind == "summarized":
@@ -136,6 +138,15 @@ def advance(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> Requ
         return replace(view, state="summarizing", detail=f"summarizing round {number + 1}")
     if kind == "finished":
         return replace(view, state=data["state"], detail=data["detail"])
+    return view
+
+
+def _after_the_end(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> RequestView:
+    """A finished request's state and detail stay; facts recorded late (an imported history,
+    a decider that died before recording) still fill in its rounds."""
+    if kind in ("summarized", "asked", "decided"):
+        later = advance(replace(view, state="summarizing"), kind, at, data)
+        return replace(later, state=view.state, detail=view.detail)
     return view
 
 

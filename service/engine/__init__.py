@@ -9,3 +9,4 @@ from service.engine.errors import EngineError as EngineError
 from service.engine.errors import EngineUnavailable as EngineUnavailable
 from service.engine.errors import SchemaTooNew as SchemaTooNew
 from service.engine.http import serve_engine as serve_engine
+from service.engine.remote import remote_connections as remote_connections

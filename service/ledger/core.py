@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 #: Tag the SDK puts on promises created by ``ctx.promise()``: a round, settled from outside.
 EXTERNAL_TAG = "resonate:external"
 ORIGIN_TAG = "resonate:origin"
+BRANCH_TAG = "resonate:branch"
+PARENT_TAG = "resonate:parent"
+SCOPE_TAG = "resonate:scope"
 TARGET_TAG = "resonate:target"
 READINESS_PROBE = "mailgate-readiness-probe"
 LISTING_LIMIT_MAX = 500
@@ -120,12 +123,33 @@ class Ledger:
         self, request_id: str, request: Request, *, timeout: timedelta, version: int
     ) -> bool:
         """Start the workflow for ``request`` unless ``request_id`` exists; True when this call
-        created it. Records ``submitted`` at once, so the pair is found by the next submit."""
-        handle = self.resonate.options(target=WORKER_GROUP, timeout=timeout, version=version).rpc(
-            request_id, WORKFLOW_NAME, request.to_value()
+        created it. Records ``submitted`` at once, so the pair is found by the next submit.
+
+        The root is the promise ``rpc`` would create (the same param and tags, so the engine
+        makes and dispatches its task the same way), created directly: its answer is the stored
+        root, which says in the same round trip whose submission it holds, and no handle is
+        left waiting for a result nobody reads.
+        """
+        root = await self.resonate.promises.create(
+            request_id,
+            self.clock() + int(timeout.total_seconds() * 1000),
+            Value(
+                data={
+                    "func": WORKFLOW_NAME,
+                    "args": [request.to_value()],
+                    "kwargs": {},
+                    "version": version,
+                }
+            ),
+            {
+                ORIGIN_TAG: request_id,
+                BRANCH_TAG: request_id,
+                PARENT_TAG: request_id,
+                SCOPE_TAG: "global",
+                TARGET_TAG: worker_target(),
+            },
         )
-        await handle.id()
-        stored = request_of(await get_promise(self.resonate, request_id))
+        stored = request_of(root)
         if stored is None:
             msg = f"{request_id} exists but is not a Mailgate request"
             raise ValueError(msg)
@@ -229,9 +253,11 @@ class Ledger:
         *,
         key: str | None = None,
         chain: Chain | None = None,
+        at: int | None = None,
     ) -> Event:
         """Add an event after the newest one. With ``key``, an event already holding that key
-        is returned instead (a step that runs twice records its fact once).
+        is returned instead (a step that runs twice records its fact once). ``at`` is for
+        facts recorded after the fact (an imported history); it defaults to now.
 
         Appenders in other processes may write the same place first: the engine answers a
         create of an existing id with the stored record, which is then folded in and the next
@@ -247,7 +273,7 @@ class Ledger:
             await self._record_submitted(request_id)
             return await self.append(request_id, kind, data, key=key)
         before = status.build(request_id, request, events)
-        now = self.clock()
+        now = self.clock() if at is None else at
         while True:
             prev = events[-1] if events else None
             after = status.advance(before, kind, now, data)
