@@ -63,7 +63,7 @@ class ReplyHandler:
         reply_domain: str,
         secrets: Sequence[str],
         sender: str,
-        send: Callable[[EmailMessage], Awaitable[None]],
+        send: Callable[[EmailMessage], Awaitable[object]],
         clock: Callable[[], int],
         metrics: Metrics,
         marker_ttl_ms: int,
@@ -166,7 +166,7 @@ class ReplyHandler:
     ) -> str:
         if verdict.decision == "none":
             if await self._first(Marker("help", promise_id)):
-                await self._notice(reply, approver, "Reply YES or NO", HELP_TEXT)
+                await self._notice(reply, promise_id, approver, "Reply YES or NO", HELP_TEXT)
             self._event(reply, promise_id, "unclear: help sent once per round")
             return "250 OK"
         try:
@@ -185,7 +185,9 @@ class ReplyHandler:
             return "550 5.1.1 This round no longer exists"
         if isinstance(outcome, decisions.AlreadyDecided):
             if await self._first(Marker("late", promise_id)):
-                await self._notice(reply, approver, "Already decided", _already(outcome))
+                await self._notice(
+                    reply, promise_id, approver, "Already decided", _already(outcome)
+                )
             self._event(reply, promise_id, "ignored: already decided")
             return "250 OK"
         self.metrics.decisions.labels("reply", verdict.decision).inc()
@@ -208,13 +210,16 @@ class ReplyHandler:
         value: Any = settled.value.data
         return isinstance(value, dict) and value.get("nonce") == nonce
 
-    async def _notice(self, reply: Reply, approver: str, subject: str, text: str) -> None:
+    async def _notice(
+        self, reply: Reply, promise_id: str, approver: str, subject: str, text: str
+    ) -> None:
         """Best effort: a help note that cannot be sent must not bounce the reply itself."""
         message = compose_notice(
             approver,
             f"[Mailgate] {subject}",
             text,
             sender=self.sender,
+            request_id=promise_id.partition(":")[0],
             in_reply_to=reply.message_id,
             now=self.clock(),
         )
