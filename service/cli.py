@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -352,7 +353,10 @@ def _mail_test(args: argparse.Namespace, settings: config.Settings) -> int:
     if spamcheck.spamassassin() is None:
         print("SpamAssassin is not installed (apt install spamassassin), so no spam score")
         return 0
-    print(spamcheck.score(sent).describe())
+    try:
+        print(spamcheck.score(sent).describe())
+    except (spamcheck.SpamCheckError, subprocess.SubprocessError, OSError) as exc:
+        print(f"mailgate: the email was sent, but SpamAssassin could not score it: {exc}")
     return 0
 
 

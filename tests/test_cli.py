@@ -242,6 +242,17 @@ async def test_mail_test_sends_a_sample_through_the_configured_server(start_sink
         score = re.search(r"SpamAssassin \(local rules\): (-?[\d.]+) points", sent.stdout)
         assert score is not None and float(score.group(1)) <= 0.5, sent.stdout
         assert "NO_RELAYS" in sent.stdout, "the rules that fired are listed"
+    broken = tmp_path / "bin" / "spamassassin"
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\necho 'config: cannot open rules' >&2\nexit 2\n")
+    broken.chmod(0o755)
+    path = f"{broken.parent}:{env.get('PATH', '')}"
+    unscored = await asyncio.to_thread(
+        mailgate, "mail-test", "--to", "ops@example.com", env={**env, "PATH": path}
+    )
+    assert unscored.returncode == 0, "the email was sent"
+    assert "SpamAssassin could not score it" in unscored.stdout
+    assert "config: cannot open rules" in unscored.stdout
     down = await asyncio.to_thread(
         mailgate,
         "mail-test",

@@ -1,5 +1,7 @@
 """Every email Mailgate sends, one function per kind: the request (first round and re-asks) and
-the short notice answering a reply. ``service.mail.send.Mailer`` is the one way they leave.
+the short notice answering a reply. ``service.mail.send.Mailer`` is the one way they leave. A new
+kind is one more function here that starts from ``_message`` (the headers every kind shares) and
+adds its body; its sender hands the result to ``Mailer.send``.
 
 Pure: the same ask, settings and time give the same message, except the reply token's issue
 time. Every header that identifies the round is derived from its promise id, so a resend after
