@@ -224,7 +224,7 @@ class Settings(BaseModel):
         alias="MAILGATE_DKIM_KEY_FILE",
         description="PEM RSA private key that DKIM-signs every email (the domain is "
         "MAILGATE_FROM's). Generated into the data dir as dkim.pem when unset in embedded mode; "
-        "required with RESONATE_URL.",
+        "required by `worker` and `inbox` with RESONATE_URL.",
     )
     dkim_selector: str = Field(
         "mailgate",
