@@ -45,6 +45,7 @@ from service.app import Mailgate, Roles
 from service.domain import Request, workflow_id
 from service.ledger import Ledger
 from service.ledger.index import Chain
+from service.mail import signing
 from service.testing import FakeOllama
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +104,15 @@ class Pages:
         self.server.server_close()
 
 
+def dkim_key(directory: Path) -> Path:
+    """Split roles that send mail share one DKIM key from a file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "dkim.pem"
+    path.write_bytes(signing.new_private_key())
+    path.chmod(0o600)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -146,6 +156,7 @@ async def engine_calls(pages: Pages, data: Path) -> dict[str, tuple[int, int]]:
             "MAILGATE_SMTP_PORT": str(smtp.sockets[0].getsockname()[1]),
             "MAILGATE_ALLOW_PRIVATE_URLS": "1",
             "MAILGATE_LOG_LEVEL": "WARNING",
+            "MAILGATE_DKIM_KEY_FILE": str(dkim_key(data)),
         }
     )
     apps = {

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 
 import uvicorn
@@ -42,8 +43,8 @@ from service.gateway.context import Gateway
 from service.inbox.handler import ReplyHandler
 from service.inbox.server import InboxServer
 from service.ledger import Ledger, legacy
-from service.mail.send import SmtpSettings, smtp_reachable
-from service.mail.send import send as send_mail
+from service.mail import signing
+from service.mail.send import Mailer, SmtpSettings, smtp_reachable
 from service.metrics import Metrics
 from service.pagecache import PageCache
 from service.progress import Progress
@@ -86,7 +87,7 @@ def secrets_for(settings: Settings) -> tuple[str, ...]:
         raise ConfigError(msg)
     path = settings.data_dir / "secret"
     if not path.exists():
-        _write_new_secret(path)
+        _write_new(path, pysecrets.token_urlsafe(32).encode())
     secret = path.read_text().strip()
     if len(secret) < MIN_SECRET_CHARS:
         msg = (
@@ -97,19 +98,41 @@ def secrets_for(settings: Settings) -> tuple[str, ...]:
     return (secret,)
 
 
-def _write_new_secret(path: Path) -> None:
+def dkim_signer_for(settings: Settings) -> signing.DkimSigner:
+    """The DKIM key from ``MAILGATE_DKIM_KEY_FILE``, or (embedded only) one generated once and
+    kept in the data dir. Split processes cannot share a per-directory key, and a worker and an
+    inbox signing with different keys would fail half the checks, hence the requirement with
+    ``RESONATE_URL``."""
+    if settings.dkim_key_file:
+        path = Path(settings.dkim_key_file)
+    elif not settings.embedded:
+        msg = (
+            "MAILGATE_DKIM_KEY_FILE is required when RESONATE_URL is set (every worker and the "
+            "inbox sign their mail with the same key); create one with `openssl genpkey "
+            "-algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dkim.pem`"
+        )
+        raise ConfigError(msg)
+    else:
+        path = settings.data_dir / "dkim.pem"
+        if not path.exists():
+            _write_new(path, signing.new_private_key())
+    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
+    return signing.DkimSigner(domain, settings.dkim_selector, signing.read_key(path))
+
+
+def _write_new(path: Path, content: bytes) -> None:
     """Written to a private temporary file, synced, then linked into place: a crash leaves
-    either no secret or a whole one, and a racing second process keeps the first one's."""
+    either no file or a whole one, and a racing second process keeps the first one's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".secret.{os.getpid()}")
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(pysecrets.token_urlsafe(32))
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
         handle.flush()
         os.fsync(handle.fileno())
     try:
         os.link(partial, path)
-        logger.info("generated a signing secret in %s", path)
+        logger.info("generated %s", path)
     except FileExistsError:
         pass
     finally:
@@ -182,6 +205,7 @@ class Mailgate:
     fetcher: Fetcher | None = None
     notifier: Notifier | None = None
     inbox: InboxServer | None = None
+    _mailer: Mailer | None = None
     _server: uvicorn.Server | None = None
     _serving: asyncio.Task[None] | None = None
 
@@ -380,7 +404,7 @@ class Mailgate:
                 "(no reply+<token>@ address to answer YES/NO to)"
             )
         return SmtpNotifier(
-            smtp=smtp,
+            mailer=self._outbox(),
             sender=settings.mail_from,
             reply_domain=settings.reply_domain,
             secrets=secrets,
@@ -393,13 +417,12 @@ class Mailgate:
         if settings.reply_domain is None:
             logger.info("reply listener off: set MAILGATE_REPLY_DOMAIN to decide by replying")
             return
-        smtp = smtp_settings(settings)
         handler = ReplyHandler(
             decisions=decisions,
             reply_domain=settings.reply_domain,
             secrets=secrets,
             sender=settings.mail_from,
-            send=lambda message: send_mail(message, smtp),
+            send=self._outbox().send,
             clock=self.clock,
             metrics=self.metrics,
             require_dkim=settings.require_dkim,
@@ -413,6 +436,13 @@ class Mailgate:
             tls_context=inbound_tls(settings),
         )
         await self.inbox.start()
+
+    def _outbox(self) -> Mailer:
+        """One mailer for the worker's requests and the inbox's notices: one key, one path.
+        Built on first need, so a run that sends no mail generates no key."""
+        if self._mailer is None:
+            self._mailer = Mailer(smtp_settings(self.settings), dkim_signer_for(self.settings))
+        return self._mailer
 
     def _note(self, detail: str) -> None:
         request_id = workflow.current_request.get(None)

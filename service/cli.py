@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,15 @@ from typing import Any
 import httpx
 
 from service import config, health, logs
-from service.app import LOOPBACK, Mailgate, Roles, check_bind, secrets_for, smtp_settings
+from service.app import (
+    LOOPBACK,
+    Mailgate,
+    Roles,
+    check_bind,
+    dkim_signer_for,
+    secrets_for,
+    smtp_settings,
+)
 from service.errors import ConfigError, Permanent
 from service.gateway.context import CLIENT_HEADER
 
@@ -107,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     mail_test.add_argument("--to", required=True, metavar="ADDRESS")
     mail_test.set_defaults(run=_mail_test)
 
+    dkim = sub.add_parser("dkim", help="the DKIM key that signs outgoing mail")
+    dkim_sub = dkim.add_subparsers(required=True, metavar="ACTION")
+    dkim_dns = dkim_sub.add_parser("dns", help="print the DNS TXT record to publish")
+    dkim_dns.set_defaults(run=_dkim_dns)
+
     health = sub.add_parser("healthcheck", help="exit 0 when this container's role is healthy")
     health.add_argument(
         "--role", choices=["serve", "gateway", "worker", "inbox", "engine"], default="serve"
@@ -191,6 +205,8 @@ def _require_remote(settings: config.Settings, role: str) -> None:
         )
         raise ConfigError(msg)
     secrets_for(settings)
+    if role != "gateway":  # the roles that send mail sign it
+        dkim_signer_for(settings)
 
 
 def _stop_event() -> asyncio.Event:
@@ -394,13 +410,14 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def _mail_test(args: argparse.Namespace, settings: config.Settings) -> int:
-    from service.mail.send import TransientDeliveryError
+    from service.mail import spamcheck
+    from service.mail.send import Mailer, TransientDeliveryError
     from service.steps.notify import send_sample
 
-    async def run() -> None:
-        await send_sample(
+    async def run() -> bytes:
+        return await send_sample(
             args.to,
-            smtp=smtp_settings(settings),
+            mailer=Mailer(smtp_settings(settings), dkim_signer_for(settings)),
             sender=settings.mail_from,
             reply_domain=settings.reply_domain,
             secrets=secrets_for(settings),
@@ -408,11 +425,28 @@ def _mail_test(args: argparse.Namespace, settings: config.Settings) -> int:
         )
 
     try:
-        asyncio.run(run())
+        sent = asyncio.run(run())
     except (TransientDeliveryError, Permanent) as exc:
         print(f"mailgate: sample email NOT sent: {exc}", file=sys.stderr)
         return 1
     print(f"sample request email sent to {args.to} via {settings.smtp_host}:{settings.smtp_port}")
+    if spamcheck.spamassassin() is None:
+        print("SpamAssassin is not installed (apt install spamassassin), so no spam score")
+        return 0
+    try:
+        print(spamcheck.score(sent).describe())
+    except (spamcheck.SpamCheckError, subprocess.SubprocessError, OSError) as exc:
+        print(f"mailgate: the email was sent, but SpamAssassin could not score it: {exc}")
+    return 0
+
+
+def _dkim_dns(args: argparse.Namespace, settings: config.Settings) -> int:
+    signer = dkim_signer_for(settings)
+    record = signer.dns_record()
+    print(f"; publish this TXT record so receivers can verify mail from {signer.domain}:")
+    print(f"; name:  {record.name}")
+    print(f"; value: {record.value}")
+    print(record.zone_line())
     return 0
 
 

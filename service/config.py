@@ -26,6 +26,7 @@ from service.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 def parse_duration(value: Any) -> float:
@@ -244,6 +245,19 @@ class Settings(BaseModel):
     mail_from: str = Field(
         "Mailgate <mailgate@localhost>", alias="MAILGATE_FROM", description="Sender of our mail."
     )
+    dkim_key_file: OptionalStr = Field(
+        None,
+        alias="MAILGATE_DKIM_KEY_FILE",
+        description="PEM RSA private key that DKIM-signs every email (the domain is "
+        "MAILGATE_FROM's). Generated into the data dir as dkim.pem when unset in embedded mode; "
+        "required by `worker` and `inbox` with RESONATE_URL.",
+    )
+    dkim_selector: str = Field(
+        "mailgate",
+        alias="MAILGATE_DKIM_SELECTOR",
+        description="DKIM selector: the public key is published at "
+        "<selector>._domainkey.<MAILGATE_FROM domain> (`mailgate dkim dns` prints the record).",
+    )
     reply_domain: OptionalStr = Field(
         None,
         alias="MAILGATE_REPLY_DOMAIN",
@@ -292,6 +306,14 @@ class Settings(BaseModel):
         address = parseaddr(value)[1]
         if "@" not in address or not address.rpartition("@")[2]:
             msg = "needs an address with a domain, e.g. Mailgate <mailgate@example.com>"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("dkim_selector")
+    @classmethod
+    def _selector_is_a_dns_label(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value):
+            msg = "a selector is one DNS label: letters, digits and inner hyphens, e.g. mailgate"
             raise ValueError(msg)
         return value
 

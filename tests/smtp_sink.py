@@ -24,6 +24,8 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    raw: bytes
+    """The message as it came over the wire (after the DATA phase's dot-unstuffing)."""
     over_tls: bool
     login: str | None
 
@@ -52,8 +54,8 @@ class RecordingHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.data_replies:
             return self.data_replies.pop(0)
-        assert isinstance(envelope.content, bytes)
-        parsed = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(envelope.original_content, bytes)
+        parsed = message_from_bytes(envelope.original_content, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
         login = session.auth_data.login.decode() if session.authenticated else None
         self.received.append(
@@ -61,6 +63,7 @@ class RecordingHandler:
                 mail_from=str(envelope.mail_from),
                 rcpt_tos=list(envelope.rcpt_tos),
                 message=parsed,
+                raw=envelope.original_content,
                 over_tls=session.ssl is not None
                 or server.transport.get_extra_info("ssl_object") is not None,
                 login=login,

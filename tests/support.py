@@ -143,8 +143,9 @@ class RecordingNotifier:
     def __init__(self) -> None:
         self.asks: list[Ask] = []
 
-    async def ask(self, ask: Ask) -> None:
+    async def ask(self, ask: Ask) -> str | None:
         self.asks.append(ask)
+        return None
 
     async def wait_for(self, count: int, timeout: float = 30) -> Ask:
         async with asyncio.timeout(timeout):

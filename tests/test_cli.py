@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from dkim_keys import private_key, write_key
 from processes import ROOT, Process, clean_env, serve_env
 from smtp_sink import free_port
 from support import REPLY_DOMAIN, wait_for_state
+
+from service.mail import spamcheck
+from service.mail.signing import DkimSigner, public_key_base64, read_key
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +61,38 @@ def test_split_roles_need_resonate_url_and_secret(tmp_path: Path):
     result = mailgate("gateway", env=clean_env(RESONATE_URL="http://127.0.0.1:9"))
     assert result.returncode == 2
     assert "MAILGATE_SECRET" in result.stderr
+
+
+@pytest.mark.parametrize("role", ["worker", "inbox"])
+def test_split_roles_that_send_mail_need_the_shared_dkim_key(tmp_path: Path, role: str):
+    env = clean_env(
+        RESONATE_URL="http://127.0.0.1:9",
+        MAILGATE_SECRET="split-secret",
+        MAILGATE_REPLY_DOMAIN="mailgate.test",
+        MAILGATE_DATA_DIR=str(tmp_path),
+    )
+    result = mailgate(role, env=env)
+    assert result.returncode == 2
+    assert "MAILGATE_DKIM_KEY_FILE is required when RESONATE_URL is set" in result.stderr
+    assert list(tmp_path.iterdir()) == [], "no key of its own is made"
+
+
+def test_dkim_dns_prints_the_record_of_the_key_that_signs(tmp_path: Path):
+    env = clean_env(
+        MAILGATE_DATA_DIR=str(tmp_path / "data"), MAILGATE_FROM="Mailgate <m@mail.example.org>"
+    )
+    first = mailgate("dkim", "dns", env=env)
+    again = mailgate("dkim", "dns", env=env)
+    key = read_key(tmp_path / "data" / "dkim.pem")
+    given = mailgate("dkim", "dns", env={**env, "MAILGATE_DKIM_KEY_FILE": str(write_key(tmp_path))})
+
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == again.stdout
+    record = DkimSigner("mail.example.org", "mailgate", key).dns_record()
+    assert f"; value: {record.value}\n" in first.stdout
+    assert record.zone_line() in first.stdout
+    assert first.stdout.splitlines()[-1].startswith("mailgate._domainkey.mail.example.org. IN TXT")
+    assert f"p={public_key_base64(private_key())}" in given.stdout
 
 
 def test_config_check_masks_secrets():
@@ -189,12 +226,33 @@ async def test_split_role_waits_for_the_engine(tmp_path: Path):
         assert engine.terminate() == 0
 
 
-async def test_mail_test_sends_a_sample_through_the_configured_server(start_sink):
+async def test_mail_test_sends_a_sample_through_the_configured_server(start_sink, tmp_path):
     sink = await start_sink()
-    env = clean_env(MAILGATE_SMTP_PORT=str(sink.port), MAILGATE_FROM="Mailgate <m@mailgate.test>")
+    env = clean_env(
+        MAILGATE_SMTP_PORT=str(sink.port),
+        MAILGATE_FROM="Mailgate <m@mailgate.test>",
+        MAILGATE_DATA_DIR=str(tmp_path),
+    )
     sent = await asyncio.to_thread(mailgate, "mail-test", "--to", "ops@example.com", env=env)
     assert sent.returncode == 0, sent.stderr
     assert sink.received[0].message["To"] == "ops@example.com"
+    if spamcheck.spamassassin() is None:
+        assert "SpamAssassin is not installed" in sent.stdout
+    else:
+        score = re.search(r"SpamAssassin \(local rules\): (-?[\d.]+) points", sent.stdout)
+        assert score is not None and float(score.group(1)) <= 0.5, sent.stdout
+        assert "NO_RELAYS" in sent.stdout, "the rules that fired are listed"
+    broken = tmp_path / "bin" / "spamassassin"
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\necho 'config: cannot open rules' >&2\nexit 2\n")
+    broken.chmod(0o755)
+    path = f"{broken.parent}:{env.get('PATH', '')}"
+    unscored = await asyncio.to_thread(
+        mailgate, "mail-test", "--to", "ops@example.com", env={**env, "PATH": path}
+    )
+    assert unscored.returncode == 0, "the email was sent"
+    assert "SpamAssassin could not score it" in unscored.stdout
+    assert "config: cannot open rules" in unscored.stdout
     down = await asyncio.to_thread(
         mailgate,
         "mail-test",

@@ -197,6 +197,18 @@ def test_split_roles_share_one_engine_llm_relay_and_secret() -> None:
     assert engine.port in container_ports(every[str(engine.hostname)])
 
 
+def test_every_split_role_that_sends_mail_signs_with_the_one_dkim_key() -> None:
+    document = load(SPLIT)
+    every = document["services"]
+    for name in ("worker", "inbox"):
+        key_file = effective_env(every[name])["MAILGATE_DKIM_KEY_FILE"]
+        [secret] = every[name]["secrets"]
+        assert key_file == f"/run/secrets/{secret}", name
+    assert document["secrets"][secret]["file"] == "deploy/dkim.pem"
+    assert "dkim.pem" in (ROOT / "deploy" / ".gitignore").read_text().split()
+    assert "MAILGATE_DKIM_KEY_FILE" not in effective_env(every["gateway"]), "it sends no mail"
+
+
 @pytest.mark.parametrize("path", [SPLIT, EMBEDDED], ids=lambda p: p.name)
 def test_mailgate_points_at_ports_its_neighbours_serve(path: Path) -> None:
     every = services(path)

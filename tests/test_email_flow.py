@@ -34,9 +34,10 @@ async def test_request_email_links_lead_to_the_confirmation_page(
     ).json()["id"]
     message = await _next_mail(sink, 1)
 
-    assert message["Subject"] == f"[Mailgate] Approve summary of {url}"
+    assert message["Subject"] == f"[Mailgate] Approve summary of {url.removeprefix('http://')}"
     assert message["To"] == "alice@example.com"
     assert message["Auto-Submitted"] == "auto-generated"
+    assert message["X-Mailgate-Request"] == request_id
     assert message.get_content_type() == "multipart/alternative"
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()

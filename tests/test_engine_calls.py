@@ -20,6 +20,7 @@ from typing import Any
 import aiosmtplib
 import httpx
 import pytest
+from dkim_keys import write_key
 from smtp_sink import free_port
 from support import REPLY_DOMAIN, PageServer, RecordingNotifier, local, wait_for_state
 
@@ -47,6 +48,7 @@ async def split(tmp_path: Path) -> AsyncIterator[dict[str, Mailgate]]:
         "MAILGATE_FROM": f"Mailgate <mailgate@{REPLY_DOMAIN}>",
         "MAILGATE_SUMMARIZER": "extractive",
         "MAILGATE_ALLOW_PRIVATE_URLS": "1",
+        "MAILGATE_DKIM_KEY_FILE": str(write_key(tmp_path)),
     }
     roles = {
         "worker": Roles(worker=True),

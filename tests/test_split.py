@@ -14,8 +14,10 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
+import dkim
 import httpx
 import pytest
+from dkim_keys import dns_for, signer, write_key
 from processes import Process, clean_env, wait_tcp
 from smtp_sink import free_port
 
@@ -47,6 +49,7 @@ async def test_split_roles_survive_a_worker_kill(
         common = {
             "RESONATE_URL": f"http://127.0.0.1:{engine_port}",
             "MAILGATE_SECRET": "split-secret",
+            "MAILGATE_DKIM_KEY_FILE": str(write_key(tmp_path)),
             "MAILGATE_PUBLIC_URL": base,
             "MAILGATE_HTTP_PORT": str(http_port),
             "MAILGATE_ENGINE_PORT": str(engine_port),
@@ -126,6 +129,8 @@ async def test_split_roles_survive_a_worker_kill(
             wanted.insert(0, ("reject", expected["via"]))
         assert outcome["state"] == "approved"
         assert decisions == wanted, outcome
+    published = dns_for(signer(DOMAIN))
+    assert all(dkim.verify(r.raw, dnsfunc=published) for r in sink.received), "one shared key"
 
 
 async def _answer(
@@ -162,6 +167,7 @@ async def test_split_gateway_shows_why_the_worker_waits(tmp_path: Path, page_ser
             "RESONATE_URL": f"http://127.0.0.1:{engine_port}",
             "MAILGATE_ENGINE_PORT": str(engine_port),
             "MAILGATE_SECRET": "split-secret",
+            "MAILGATE_DKIM_KEY_FILE": str(write_key(tmp_path)),
             "MAILGATE_HTTP_PORT": str(http_port),
             "MAILGATE_SUMMARIZER": "ollama",
             "OLLAMA_HOST": fake.url,

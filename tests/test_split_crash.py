@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from dkim_keys import write_key
 from processes import Process, clean_env, wait_tcp
 from smtp_sink import free_port
 
@@ -49,6 +50,7 @@ async def test_kill_engine_gateway_and_worker(tmp_path: Path, start_sink, page_s
             "RESONATE_URL": f"http://127.0.0.1:{engine_port}",
             "MAILGATE_ENGINE_PORT": str(engine_port),
             "MAILGATE_SECRET": "split-secret",
+            "MAILGATE_DKIM_KEY_FILE": str(write_key(tmp_path)),
             "MAILGATE_PUBLIC_URL": base,
             "MAILGATE_HTTP_PORT": str(http_port),
             "MAILGATE_SUMMARIZER": "ollama",

@@ -58,7 +58,7 @@ class ReplyHandler:
         reply_domain: str,
         secrets: Sequence[str],
         sender: str,
-        send: Callable[[EmailMessage], Awaitable[None]],
+        send: Callable[[EmailMessage], Awaitable[object]],
         clock: Callable[[], int],
         metrics: Metrics,
         require_dkim: bool = False,
@@ -158,7 +158,7 @@ class ReplyHandler:
             self._event(reply, round_id, "ignored", "duplicate delivery")
         elif isinstance(outcome, decisions.AlreadyDecided):
             if await self.decisions.ledger.claim_once(found.record.request_id, f"late:{round_id}"):
-                await self._notice(reply, approver, "Already decided", _already(outcome))
+                await self._notice(found, reply, "Already decided", _already(outcome))
             self._event(reply, round_id, "ignored", "already decided")
         else:
             self._event(reply, round_id, "decided", judgement.decision)
@@ -177,16 +177,18 @@ class ReplyHandler:
         if found.pending and await self.decisions.ledger.claim_once(
             request_id, f"help:{found.round_id}"
         ):
-            await self._notice(reply, actor.by, "Reply YES or NO", HELP_TEXT)
+            await self._notice(found, reply, "Reply YES or NO", HELP_TEXT)
         self._event(reply, found.round_id, "unclear", "help sent once per round")
 
-    async def _notice(self, reply: Reply, approver: str, subject: str, text: str) -> None:
+    async def _notice(self, found: Round, reply: Reply, subject: str, text: str) -> None:
         """Best effort: a help note that cannot be sent must not bounce the reply itself."""
+        approver = found.record.request.approver
         message = compose_notice(
             approver,
             f"[Mailgate] {subject}",
             text,
             sender=self.sender,
+            request_id=found.record.request_id,
             in_reply_to=reply.message_id,
             now=self.clock(),
         )

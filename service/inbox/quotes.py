@@ -58,14 +58,32 @@ _NAME = r"(?-i:[A-ZÀ-Þ][\w.'-]*(?:[ \t]+[A-ZÀ-Þ][\w.'-]*){0,2})"
 """Up to three capitalized words."""
 _SIGNATURE_DASHES = re.compile(rf"^(?:--|—|–)[ \t]*{_NAME}?[ \t]*$")
 _ATTRIBUTION_VERB = re.compile(
-    r"""\b(?:wrote|writes|schrieb|a\s+écrit|écrit|escribió|escreveu|schreef|ha\s+scritto|skrev
-    |kirjoitti|napisał|napsal|написал|написала)\b""",
+    r"""\b(?:wrote|writes|schrieb|a\s+écrit|écrit|escribió|escreveu|schreef|geschreven
+    |ha\s+scritto|skrev|kirjoitti|napisał|napisała|napsal|написал|написала|написав|пише)\b
+    |写道|寫道|のメール""",
     re.IGNORECASE | re.VERBOSE,
 )
 _SHORT_ATTRIBUTION = re.compile(
-    r"^.{1,80}\b(?:wrote|schrieb|a\s+écrit|escribió|escreveu|schreef|ha\s+scritto|skrev)\s*:$",
-    re.IGNORECASE,
+    r"""^.{1,80}(?:\b(?:wrote|schrieb|a\s+écrit|escribió|escreveu|schreef|ha\s+scritto|skrev
+    |napisał|написал|написав|пише)|写道|寫道)\s*(?:\(\w{1,3}\))?\s*[:：]$""",
+    re.IGNORECASE | re.VERBOSE,
 )
+_ADDRESS_AND_TIME = re.compile(r"@.*\b\d{1,2}[:.]\d{2}\b|\b\d{1,2}[:.]\d{2}\b.*@")
+"""Attributions without a verb carry the sender's address and the time: Gmail in Russian
+("вт, 24 нояб. 2026 г. в 11:02, Mailgate <m@x>:") and Japanese ("2026年11月24日(火) 11:02 …:")."""
+_ATTRIBUTION_OPENER = re.compile(
+    r"""^(?:
+        (?:on|am|le|el|op|em|den|il\s+giorno|il|w\s+dniu|dnia|dne|quoting|zitat\s+von)\s
+      | [^\W\d_]{2,4}\.?,\s*\d{1,2}\b                             # "Tue, 24", "вт, 24"
+      | \d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b | \d{4}\s*年          # 24.11.2026, 2026年
+      | \d{1,2}\.?\s+\w{3,}\.?\s+\d{4}\b                      # 24 nov. 2026
+      | (?:[^\s<>@:]+\s+){0,3}[<(]?\s*[\w.+-]+@                  # Name <addr@…, addr@…
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+"""How an attribution begins. A line that ends a sentence ("… 24. Nov.") may continue into the
+next line only when it starts like an attribution, and a later line that starts like one begins
+its own ("On second thought, no." above "On Tue, … wrote:")."""
 _ATTRIBUTION_START = re.compile(
     r"^(?:quoting|zitat\s+von|citando|citation\s+de|citeren)\b.*:\s*$", re.IGNORECASE
 )
@@ -80,20 +98,32 @@ _PHONE_SIGNATURE = re.compile(
     r"""^\s*(?:sent\s+(?:from|with|via)\s|get\s+outlook\s+for\s|envoyé\s+de\s+mon\s
     |von\s+meinem\s.{1,40}\s+gesendet|gesendet\s+von\s|enviado\s+desde\s+mi\s
     |enviado\s+d[eo]\s+meu\s|verzonden\s+(?:vanaf|met)\s|verstuurd\s+vanaf\s|inviato\s+da\s
-    |skickat\s+från\s|sendt\s+fra\s).{0,60}$""",
+    |skickat\s+från\s|sendt\s+fra\s|wysłane\s+z\s|отправлено\s+с\s|надіслано\s+з\s
+    |outlook\s+für\s+(?:ios|android)\s+beziehen|obtenir\s+outlook\s+pour\s
+    |obtener\s+outlook\s+para\s|obter\s+o\s+outlook\s+para\s|outlook\s+voor\s+(?:ios|android)
+    |skaffa\s+outlook\s+för\s|scarica\s+outlook\s+per\s|pobierz\s+aplikację\s+outlook
+    |(?:получить|скачайте|загрузите)\s+outlook\s+для\s|(?:завантажте|отримати)\s+outlook\s+для\s
+    |(?:ios|android)\s*(?:用|版)\s*の?\s*outlook|获取\s*outlook|取得\s*(?:ios|android)\s*版\s*outlook
+    ).{0,60}$
+    |^\s*(?:iphone|ipad|android)\s*から送信\s*$|^\s*发自我的\s*(?:iphone|ipad)\s*$""",
     re.IGNORECASE | re.VERBOSE,
 )
 _HEADER_FIRST = re.compile(
-    r"^\s*\*?(?:from|de|von|van|da|fra|från|od)\s?\*?\s?:\s*\S", re.IGNORECASE
+    r"""^\s*\*?(?:from|de|von|van|da|fra|från|od|від|от|от\s+кого|差出人|发件人|寄件者)
+    \s?\*?\s?[:：]\s*\S""",
+    re.IGNORECASE | re.VERBOSE,
 )
 _HEADER_NEXT = re.compile(
     r"""^\s*\*?(?:sent|enviado(?:\s+el)?|enviada(?:\s+em)?|gesendet|envoyé|verzonden|inviato
-    |date|datum|fecha|data|to|para|an|à|aan|a|til|till|subject|asunto|assunto|betreff|objet
-    |onderwerp|oggetto|cc)\s?\*?\s?:""",
+    |skickat|wysłano|надіслано|отправлено|送信日時|发送时间|寄件日期
+    |date|datum|fecha|data|дата|日付|日期|to|para|an|à|aan|a|til|till|do|кому|宛先|收件人|收件者
+    |subject|asunto|assunto|betreff|objet|onderwerp|oggetto|ämne|temat|тема|件名|主题|主旨
+    |cc)\s?\*?\s?[:：]""",
     re.IGNORECASE | re.VERBOSE,
 )
 """An Outlook-style header block, for the variants mail-parser-reply lacks (Portuguese "De: /
-Enviada em:", Spanish "Enviado el:"): a "From:" line directly followed by another field."""
+Enviada em:", Spanish "Enviado el:", Polish, Ukrainian, Russian, Japanese, Chinese; full-width
+colons): a "From:" line directly followed by another field."""
 _PLACEHOLDER = re.compile(r"^\s*(?:\[(?:cid|image):[^\]]*\]|<image\d*\.\w+>)\s*$", re.IGNORECASE)
 _CLOSING = re.compile(
     rf"""^\s*(?:thanks|thank\s+you|many\s+thanks|cheers|best|best\s+regards|kind\s+regards
@@ -262,15 +292,19 @@ def _starts_header_block(lines: list[str], at: int) -> bool:
 def _attribution_span(lines: list[str], at: int) -> int:
     """How many lines (1-3) an attribution starting here spans, or 0 if none starts here.
 
-    Clients wrap a long "On <date>, <name> <address> wrote:" over two or three lines; a line
-    that ends a sentence, or a blank line, is never part of one.
+    Clients wrap a long "On <date>, <name> <address> wrote:" over two or three lines; a blank
+    line is never part of one, and a line that ends a sentence only when the attribution opens
+    like one and the date was wrapped after its abbreviated month ("Am Di., 24. Nov.").
     """
     joined = ""
+    opens = bool(_ATTRIBUTION_OPENER.match(lines[at].strip()))
     for span in range(1, _MAX_ATTRIBUTION_LINES + 1):
         if at + span > len(lines):
             return 0
         line = lines[at + span - 1].strip()
-        if not line or _QUOTED.match(line) or joined.endswith((".", "!", "?")):
+        if not line or _QUOTED.match(line):
+            return 0
+        if joined.endswith((".", "!", "?")) and (not opens or _ATTRIBUTION_OPENER.match(line)):
             return 0
         joined = f"{joined} {line}".strip()
         if len(joined) > _MAX_ATTRIBUTION_CHARS:
@@ -281,9 +315,11 @@ def _attribution_span(lines: list[str], at: int) -> int:
 
 
 def _is_attribution(line: str) -> bool:
-    if not line.endswith(":"):
+    if not line.endswith((":", "：")):
         return False
     if _ATTRIBUTION_START.match(line) or _SHORT_ATTRIBUTION.match(line):
+        return True
+    if _ADDRESS_AND_TIME.search(line):
         return True
     verb = _ATTRIBUTION_VERB.search(line)
     return verb is not None and bool(re.search(r"\d|@", line))

@@ -10,8 +10,11 @@ nothing.
 Approvals are held to a stricter bar than rejections, because a wrong approval publishes while a
 wrong rejection costs one more round: a bare "yes"/"ok" only counts when nothing else of substance
 shares its sentence, any hedge in the sentence voids it, and a later "no" in the text turns it
-into "unclear". Text that is not readable (control characters, undecodable bytes)
-decides nothing.
+into "unclear". Two kinds of clause may share an approval's sentence without voiding it: praise
+("yes — nice work") and a plan for the page ("Approved, will publish tomorrow"), whose time words
+schedule the publishing rather than defer the decision; a plan with a condition in it ("will
+publish once legal agrees") is no plan. Text that is not readable (control characters,
+undecodable bytes) decides nothing.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ va bene | d'accordo
 """
 
 _APPROVE_WEAK = """
-yes | yeah | yep | yup | yea | sure | ok | okay | okey | alright | all right | fine | perfect |
+yes | yeah | yep | yup | yea | sure | ok | okay | okey | alright | all right | fine | perfect | go |
 absolutely | definitely | certainly | of course | agreed | agree | confirmed |
 👍 | 👌 | ✅ | ✔ | ✓ | ☑ | 🆗 | +1 |
 ja | jawohl | jep | jo | klar | gerne | oui | ouais | parfait | vale | claro | perfecto |
@@ -126,7 +129,10 @@ nog niet | vanavond | als | indien | tenzij | maar | behalve | even checken | ik
 laat het weten | weet niet | geen idee | wacht | ontvangen | talvez | provavelmente |
 não tenho certeza | não sei | ainda não | mais tarde | amanhã | hoje à noite | se | mas | porém |
 contudo | exceto | desde que | vou verificar | vou ver | deixa eu ver | deixe-me | pode ser |
-recebido | forse | non ancora | più tardi | però
+recebido | forse | non ancora | più tardi | però | mostly | largely | basically | generally |
+roughly | kinda | sorta | i believe | should be | seems | seem | appears | at first glance |
+after | before | until | till | as soon as | pending | for now | sobald | nachdem | dès que |
+après | después | zodra | depois
 """
 """Uncertainty, conditions, contrast, deferral and mere acknowledgement: none of them approve."""
 
@@ -182,6 +188,53 @@ please | indeed | absolutely | definitely | certainly | of course | totally | si
 bitte | s'il vous plaît | por favor | graag | alsjeblieft | hoor | so | again | too
 """
 """Words that may follow a bare "yes"/"ok" without giving it new content ("yes please")."""
+
+_PLANS = """
+publish | publishing | post | posting | post it | ship | shipping | release | releasing | merge |
+merging | deploy | deploying | schedule | scheduling | go live | going live | put it live |
+push it live | roll it out | rolling it out | send it out | sending it out | veröffentliche |
+veröffentlichen | stelle es online | publie | publions | publierai | publico | publicamos |
+publicaré | publiceer | publiceren | publicar | publicaremos | pubblico | pubblichiamo
+"""
+"""What an approver does with an approved page. After an approval, a clause that does one of
+these is the approval's plan ("Approved, will publish tomorrow"), not a condition on it."""
+
+_PLAN_LEADS = """
+i | we | i'll | we'll | i will | we will | will | i'm | we're | i am | we are | am | are |
+going to | gonna | then | so | and | ich | wir | je | nous | on | lo | la | ik | vou | vamos | eu |
+nos | io | noi
+"""
+"""Who does the plan, and when: the words a plan may start with."""
+
+_PLAN_OBJECTS = """
+it | this | that | this one | them | the summary | the page | the post | the article | es | le |
+la | lo | het | o | isso | questo
+"""
+"""What a plan acts on. Anything else after the verb makes it another errand ("scheduling a call",
+"merging the drafts"), unless it is a time ("publishing tomorrow")."""
+
+_SCHEDULE = """
+now | right away | right now | asap | today | tomorrow | tonight | tomorrow morning | later |
+later today | this morning | this afternoon | this evening | next week | for next week |
+for tomorrow | on monday | on tuesday | on wednesday | on thursday | on friday | monday | tuesday |
+wednesday | thursday | friday | heute | morgen | gleich | sofort | heute abend | demain |
+aujourd'hui | ce soir | maintenant | mañana | hoy | esta noche | ahora | vandaag | vanavond | nu |
+amanhã | hoje | hoje à noite | agora | domani | oggi | stasera
+"""
+"""When a plan happens; in a plan these are a schedule, elsewhere they defer ("I'll look
+tomorrow")."""
+
+_PRAISE = """
+nice work | great work | good work | excellent work | nice job | great job | good job | well done |
+well written | great summary | nice summary | good summary | excellent summary | love it |
+i love it | love this | thanks for this | thanks for that | thank you for this |
+thanks for the summary | thank you for the summary | beautiful | brilliant | awesome | excellent |
+great | nice | wonderful | fantastic | superb | 👏 | 🙌 | gut gemacht | toll | klasse | super |
+sehr gut | beau travail | bon travail | bien joué | bravo | excellent travail | buen trabajo |
+muy bien | genial | excelente | goed gedaan | mooi werk | mooi | bom trabalho | ótimo trabalho |
+excelente trabalho | muito bem | ottimo lavoro | ben fatto
+"""
+"""A comment that adds mood to an approval in the same sentence ("yes — nice work")."""
 
 _DOUBTFUL_EMOJI = frozenset("🤔🤷😕😐🙁☹😬❓❔⁉😟🫤")
 
@@ -422,6 +475,12 @@ _JOINED_YES_PHRASES = _Phrases(_JOINED_YES)
 _JOINED_NO_PHRASES = _Phrases(_JOINED_NO)
 _CONJUNCTION_PHRASES = _Phrases(_CONJUNCTIONS)
 _CLAUSE_CONJUNCTION_PHRASES = _Phrases(_CLAUSE_CONJUNCTIONS)
+_PLAN_PHRASES = _Phrases(_PLANS)
+_PLAN_LEAD_PHRASES = _Phrases(_PLAN_LEADS)
+_SCHEDULE_PHRASES = _Phrases(_SCHEDULE)
+_PRAISE_PHRASES = _Phrases(_PRAISE)
+_PLAN_OBJECT_PHRASES = _Phrases(_PLAN_OBJECTS)
+_PRAISE_TOPICS = frozenset({"on", "for", "with", "in"})
 
 
 # --- clauses -------------------------------------------------------------------------------------
@@ -565,25 +624,90 @@ def _decide(sentence: _Sentence) -> tuple[Verdict | None, _Cue | None]:
         if _DOUBT_PHRASES.find(cue_clause.tokens) is not None:
             return "unclear", None
         return "reject", first
-    if _HEDGE_PHRASES.find(_without_bare_si(sentence)) is not None:
+    asides = {i for i, c in enumerate(sentence.clauses) if _is_plan(c) or _is_praise(c)}
+    if _HEDGE_PHRASES.find(_without_bare_si(sentence, asides)) is not None:
         return "unclear", None
-    if not any(c.strong for c in cues) and not _only_bare_approvals(sentence):
+    if not any(c.strong for c in cues) and not _only_bare_approvals(sentence, asides):
         return "unclear", None
     return "approve", first
 
 
-def _without_bare_si(sentence: _Sentence) -> list[_Token]:
+def _without_bare_si(sentence: _Sentence, asides: set[int]) -> list[_Token]:
+    """The sentence's words but for a bare "sí" and the clauses in ``asides``."""
     return [
         t
-        for c in sentence.clauses
+        for n, c in enumerate(sentence.clauses)
+        if n not in asides
         for i, t in enumerate(c.tokens)
         if not _is_bare_si(list(c.tokens), i)
     ]
 
 
-def _only_bare_approvals(sentence: _Sentence) -> bool:
+def _only_bare_approvals(sentence: _Sentence, asides: set[int]) -> bool:
     """A bare "yes" or "ok" approves only when nothing else of substance is said with it."""
-    return all(c.is_light or (c.cue is not None and c.bare_tail) for c in sentence.clauses)
+    return all(
+        n in asides or c.is_light or (c.cue is not None and c.bare_tail)
+        for n, c in enumerate(sentence.clauses)
+    )
+
+
+def _is_plan(clause: _Clause) -> bool:
+    """Who, when, a plan verb and what it acts on, and no condition: "will publish tomorrow",
+    "publishing it now"."""
+    tokens = clause.tokens
+    at = _skip(tokens, 0, _PLAN_LEAD_PHRASES, _SCHEDULE_PHRASES)
+    verb = _PLAN_PHRASES.match(tokens, at)
+    if not verb:
+        return False
+    at += verb
+    acted_on = _PLAN_OBJECT_PHRASES.match(tokens, at)
+    if not acted_on and at < len(tokens) and not _SCHEDULE_PHRASES.match(tokens, at):
+        return False
+    return _plain(tokens[at + acted_on :], _SCHEDULE_PHRASES)
+
+
+def _is_praise(clause: _Clause) -> bool:
+    """Praise, then only what it is about: "nice work", "great job on the numbers" (but not
+    "nice try")."""
+    tokens = clause.tokens
+    at = _skip(tokens, 0, _LEAD_IN_PHRASES)
+    praise = _PRAISE_PHRASES.match(tokens, at)
+    if not praise:
+        return False
+    at += praise
+    if _bare_tail(list(tokens), at):
+        return True
+    return tokens[at].word in _PRAISE_TOPICS and _plain(tokens[at:])
+
+
+def _skip(tokens: Sequence[_Token], at: int, *tables: _Phrases) -> int:
+    """The position after any run of phrases from ``tables`` starting at ``at``."""
+    while at < len(tokens) and (skipped := _match_any(tokens, at, tables)):
+        at += skipped
+    return at
+
+
+def _match_any(tokens: Sequence[_Token], at: int, tables: Sequence[_Phrases]) -> int:
+    return next((n for table in tables if (n := table.match(tokens, at))), 0)
+
+
+def _plain(tokens: Sequence[_Token], *allowed: _Phrases) -> bool:
+    """No hedge, negation, "no" or doubt among ``tokens``, apart from ``allowed`` phrases."""
+    at = 0
+    while at < len(tokens):
+        if skipped := _match_any(tokens, at, allowed):
+            at += skipped
+            continue
+        if (
+            _HEDGE_PHRASES.match(tokens, at)
+            or _NEGATOR_PHRASES.match(tokens, at)
+            or _REJECT_PHRASES.match(tokens, at)
+            or tokens[at].word in _NO_WORDS
+            or tokens[at].word in _DOUBTFUL_EMOJI
+        ):
+            return False
+        at += 1
+    return True
 
 
 def _joined_answers(tokens: list[_Token]) -> set[Literal["approve", "reject"]]:

@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any
 
-from service.mail.compose import message_id_for
+from service.mail.compose import message_id_for, request_subject
 from service.reply_tokens import mint_reply_token
 
 
@@ -31,7 +31,7 @@ def compose_reply(
     message = EmailMessage()
     message["From"] = view["approver"]
     message["To"] = f"reply+{token}@{reply_domain}"
-    message["Subject"] = f"Re: [Mailgate] Approve summary of {view['url']}"
+    message["Subject"] = f"Re: {request_subject(view['url'], round_['number'])}"
     message["Date"] = format_datetime(now)
     message["Message-ID"] = make_msgid("reply-test")
     message["In-Reply-To"] = request_id

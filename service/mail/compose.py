@@ -1,4 +1,7 @@
-"""The approval request as an email: one round of one request, in text and HTML.
+"""Every email Mailgate sends, one function per kind: the request (first round and re-asks) and
+the short notice answering a reply. ``service.mail.send.Mailer`` is the one way they leave. A new
+kind is one more function here that starts from ``_message`` (the headers every kind shares) and
+adds its body; its sender hands the result to ``Mailer.send``.
 
 Pure: the same ask, settings and time give the same message, except the reply token's issue
 time. Every header that identifies the round is derived from its promise id, so a resend after
@@ -7,7 +10,9 @@ duplicate rather than a second request. Re-asks point ``In-Reply-To``/``Referenc
 first round's Message-ID, so the rounds of one request form one conversation.
 
 The HTML part has its CSS inlined and loads nothing from outside: mail clients strip
-``<style>`` blocks and block remote content.
+``<style>`` blocks and block remote content. Bodies are quoted-printable, so the message is 7-bit
+and no relay re-encodes (and so un-signs) it. Every kind carries ``X-Mailgate-Request`` with the
+request id, for mail filters.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import css_inline
 import jinja2
@@ -28,6 +34,13 @@ from service.domain import Ask
 from service.reply_tokens import mint_reply_token
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "email"
+SUBJECT_MAX_CHARS = 69
+""""Subject: " and 69 ASCII characters make a 78-character line, which is never folded. A longer
+subject may be folded before its first word ("Subject:" alone on its line), and MailHog and some
+other clients then show no subject at all. The full URL is in the body."""
+_SUBJECT_PREFIX = "[Mailgate] Approve summary of "
+_CLIPPED = "..."
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 def compose_request(
@@ -35,9 +48,7 @@ def compose_request(
 ) -> EmailMessage:
     """Build the round's request; ``now`` is epoch milliseconds, as are ``ask``'s times."""
     domain = _domain_of(sender)
-    subject = f"[Mailgate] Approve summary of {ask.url}"
-    if ask.round > 1:
-        subject += f" (round {ask.round})"
+    subject = request_subject(ask.url, ask.round)
     context = {
         "subject": subject,
         "url": ask.url,
@@ -51,32 +62,24 @@ def compose_request(
         "reply_enabled": reply_domain is not None,
         "approver": ask.approver,
     }
-
-    message = EmailMessage()
-    message["Subject"] = subject
-    message["From"] = sender
-    message["To"] = ask.approver
-    message["Date"] = format_datetime(datetime.fromtimestamp(now / 1000, UTC))
-    message["Message-ID"] = message_id_for(ask.promise_id, domain)
-    if ask.round > 1:
-        first = message_id_for(ask.first_promise_id, domain)
-        message["In-Reply-To"] = first
-        message["References"] = first
+    first = message_id_for(ask.first_promise_id, domain) if ask.round > 1 else None
+    message = _message(
+        to=ask.approver,
+        subject=subject,
+        sender=sender,
+        now=now,
+        message_id=message_id_for(ask.promise_id, domain),
+        request_id=ask.request_id,
+        in_reply_to=first,
+        automatic="auto-generated",
+    )
     if reply_domain is not None:
         token = mint_reply_token(ask.promise_id, secrets=secrets, now=now)
         message["Reply-To"] = f"reply+{token}@{reply_domain}"
-    message["Auto-Submitted"] = "auto-generated"
-    # Asks Exchange/Outlook not to answer with out-of-office notes, which would reach the inbox.
-    message["X-Auto-Response-Suppress"] = "OOF, AutoReply"
-    message.set_content(_render("request.txt.j2", context))
-    message.add_alternative(_inline(_render("request.html.j2", context)), subtype="html")
+    message.set_content(_render("request.txt.j2", context), cte="quoted-printable")
+    html = _inline(_render("request.html.j2", context))
+    message.add_alternative(html, subtype="html", cte="quoted-printable")
     return message
-
-
-def message_id_for(promise_id: str, domain: str) -> str:
-    """Hashed, because a promise id's ``:`` is not allowed in a Message-ID."""
-    digest = hashlib.blake2b(promise_id.encode(), digest_size=16).hexdigest()
-    return f"<mailgate.{digest}@{domain}>"
 
 
 def compose_notice(
@@ -85,28 +88,82 @@ def compose_notice(
     text: str,
     *,
     sender: str,
+    request_id: str,
     in_reply_to: str | None,
-    now: int | None = None,
+    now: int,
 ) -> EmailMessage:
     """A short plain note answering a reply (help, "already decided").
 
     ``Auto-Submitted: auto-replied`` tells other robots not to answer it, which is what keeps
     Mailgate out of mail loops with auto-responders.
     """
-    sent = datetime.now(UTC) if now is None else datetime.fromtimestamp(now / 1000, UTC)
+    message = _message(
+        to=to,
+        subject=subject,
+        sender=sender,
+        now=now,
+        message_id=make_msgid("mailgate", domain=_domain_of(sender)),
+        request_id=request_id,
+        in_reply_to=in_reply_to,
+        automatic="auto-replied",
+    )
+    message.set_content(text, cte="quoted-printable")
+    return message
+
+
+def request_subject(url: str, round_: int) -> str:
+    """``[Mailgate] Approve summary of <host/path> (round N)``, at most SUBJECT_MAX_CHARS."""
+    suffix = f" (round {round_})" if round_ > 1 else ""
+    budget = SUBJECT_MAX_CHARS - len(_SUBJECT_PREFIX) - len(suffix)
+    return f"{_SUBJECT_PREFIX}{_page_in(url, budget)}{suffix}"
+
+
+def message_id_for(promise_id: str, domain: str) -> str:
+    """Hashed, because a promise id's ``:`` is not allowed in a Message-ID."""
+    digest = hashlib.blake2b(promise_id.encode(), digest_size=16).hexdigest()
+    return f"<mailgate.{digest}@{domain}>"
+
+
+def _message(
+    *,
+    to: str,
+    subject: str,
+    sender: str,
+    now: int,
+    message_id: str,
+    request_id: str,
+    in_reply_to: str | None,
+    automatic: str,
+) -> EmailMessage:
+    """The headers every kind shares; the caller adds the body."""
     message = EmailMessage()
     message["Subject"] = subject
     message["From"] = sender
     message["To"] = to
-    message["Date"] = format_datetime(sent)
-    message["Message-ID"] = make_msgid("mailgate", domain=_domain_of(sender))
+    message["Date"] = format_datetime(datetime.fromtimestamp(now / 1000, UTC))
+    message["Message-ID"] = message_id
     if in_reply_to is not None:
         message["In-Reply-To"] = in_reply_to
         message["References"] = in_reply_to
-    message["Auto-Submitted"] = "auto-replied"
+    message["Auto-Submitted"] = automatic
+    # Asks Exchange/Outlook not to answer with out-of-office notes, which would reach the inbox.
     message["X-Auto-Response-Suppress"] = "OOF, AutoReply"
-    message.set_content(text)
+    message["X-Mailgate-Request"] = request_id
     return message
+
+
+def _page_in(url: str, budget: int) -> str:
+    """The page as a subject can show it: host and path, the middle of the path left out if
+    need be, ASCII only (an encoded word would make the subject long again)."""
+    parts = urlsplit(url)
+    host = _ascii_host(parts.netloc.rpartition("@")[2])
+    page = host + quote(parts.path.rstrip("/"), safe=_PATH_SAFE)
+    if len(page) <= budget:
+        return page
+    shortened = f"{host}/{_CLIPPED}/{page.rpartition('/')[2]}"
+    if len(shortened) <= budget:
+        return shortened
+    return page[: budget - len(_CLIPPED)] + _CLIPPED
 
 
 @functools.cache
@@ -134,6 +191,13 @@ def _render(name: str, context: dict[str, object]) -> str:
 
 def _inline(html: str) -> str:
     return _inliner().inline(html)
+
+
+def _ascii_host(host: str) -> str:
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return quote(host, safe=":[]")
 
 
 def _paragraphs(text: str) -> list[list[str]]:

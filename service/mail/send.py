@@ -1,5 +1,10 @@
 """The only outbound SMTP socket, and the line between "try again" and "give up".
 
+Every email Mailgate sends leaves through ``Mailer.send``: the message is flattened here, with
+our policy, and those bytes are DKIM-signed and handed to aiosmtplib as bytes. Handing it the
+message object instead would let it flatten again with its own policy, which folds some subjects
+before their first word (MailHog then shows none) and would break the signature.
+
 aiosmtplib speaks the protocol; this module turns its many exceptions into Mailgate's two
 outcomes. A 5xx answer about the recipient (RCPT) or the content (DATA) is the server's final
 word on this message: ``DeliveryRejected`` fails the request. Everything about our side of the
@@ -10,16 +15,24 @@ first") and every 4xx can be fixed by waiting or by the operator, so it is
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from email import policy
 from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
 from typing import Any, Literal
 
 import aiosmtplib
 
 from service.errors import DeliveryRejected, MailgateError
+from service.mail.signing import DkimSigner
 
 SMTP_TIMEOUT_S_DEFAULT = 30.0
+WIRE_POLICY = policy.SMTP
+"""CRLF line ends, lines folded at 78 characters, non-ASCII headers as encoded words: with bodies
+composed as quoted-printable, the bytes are 7-bit and no relay needs to convert (and so break
+the signature of) them."""
 
 
 class TransientDeliveryError(MailgateError):
@@ -42,11 +55,35 @@ class SmtpSettings:
         return f"{self.host}:{self.port}"
 
 
-async def send(message: EmailMessage, smtp: SmtpSettings) -> None:
-    """Deliver ``message`` to its To/Cc recipients through ``smtp``."""
+@dataclass(frozen=True)
+class Mailer:
+    """The way out for every email: flatten with our policy, sign, send those very bytes."""
+
+    smtp: SmtpSettings
+    signer: DkimSigner
+
+    def wire(self, message: EmailMessage) -> bytes:
+        return self.signer.sign(flatten(message))
+
+    async def send(self, message: EmailMessage) -> bytes:
+        """Deliver ``message`` to its To/Cc recipients; returns the bytes that were sent."""
+        data = await asyncio.to_thread(self.wire, message)  # RSA signing takes milliseconds
+        sender, recipients = _sender(message), _recipients(message)
+        await _transmit(data, sender=sender, recipients=recipients, smtp=self.smtp)
+        return data
+
+
+def flatten(message: EmailMessage) -> bytes:
+    return message.as_bytes(policy=WIRE_POLICY)
+
+
+async def _transmit(data: bytes, *, sender: str, recipients: list[str], smtp: SmtpSettings) -> None:
+    """Hand ``data`` to ``smtp`` unchanged (aiosmtplib only dot-stuffs it for the DATA phase)."""
     try:
         await aiosmtplib.send(
-            message,
+            data,
+            sender=sender,
+            recipients=recipients,
             username=smtp.user,
             password=smtp.password,
             timeout=smtp.timeout_s,
@@ -90,6 +127,15 @@ async def smtp_reachable(smtp: SmtpSettings, timeout_s: float = 2.0) -> bool:
     with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
         await client.quit()
     return True
+
+
+def _sender(message: EmailMessage) -> str:
+    return parseaddr(str(message["From"]))[1]
+
+
+def _recipients(message: EmailMessage) -> list[str]:
+    fields = [str(value) for name in ("To", "Cc") for value in message.get_all(name, [])]
+    return [address for _, address in getaddresses(fields) if address]
 
 
 def _connection(smtp: SmtpSettings) -> dict[str, Any]:

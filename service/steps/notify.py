@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from service.domain import WORKFLOW_PREFIX, Ask
 from service.mail.compose import compose_request
-from service.mail.send import SmtpSettings, TransientDeliveryError, send
+from service.mail.send import Mailer, TransientDeliveryError
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 class Notifier(Protocol):
     name: str
 
-    async def ask(self, ask: Ask) -> None:
-        """Deliver the request; raise ``Permanent`` when it can never be delivered."""
+    async def ask(self, ask: Ask) -> str | None:
+        """Deliver the request and return its Message-ID (None when it is no email); raise
+        ``Permanent`` when it can never be delivered."""
 
 
 class ConsoleNotifier:
@@ -33,7 +34,7 @@ class ConsoleNotifier:
 
     name = "console"
 
-    async def ask(self, ask: Ask) -> None:
+    async def ask(self, ask: Ask) -> str | None:
         print(
             f"\n[mailgate] round {ask.round} of {ask.url} awaits {ask.approver}\n"
             f"  summary: {ask.summary[:300]}\n"
@@ -42,6 +43,7 @@ class ConsoleNotifier:
             flush=True,
         )
         logger.info("asked %s about round %d of %s", ask.approver, ask.round, ask.url)
+        return None
 
 
 def epoch_ms() -> int:
@@ -61,7 +63,7 @@ class SmtpNotifier:
     def __init__(
         self,
         *,
-        smtp: SmtpSettings,
+        mailer: Mailer,
         sender: str,
         reply_domain: str | None,
         secrets: Sequence[str],
@@ -71,7 +73,7 @@ class SmtpNotifier:
         on_retry: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._smtp = smtp
+        self._mailer = mailer
         self._sender = sender
         self._reply_domain = reply_domain
         self._secrets = secrets
@@ -81,7 +83,7 @@ class SmtpNotifier:
         self._on_retry = on_retry
         self._sleep = sleep
 
-    async def ask(self, ask: Ask) -> None:
+    async def ask(self, ask: Ask) -> str | None:
         message = compose_request(
             ask,
             sender=self._sender,
@@ -92,7 +94,7 @@ class SmtpNotifier:
         delay = self._backoff_s
         while True:
             try:
-                await send(message, self._smtp)
+                await self._mailer.send(message)
             except TransientDeliveryError as exc:
                 logger.warning("%s, retrying in %.3gs (%s)", exc, delay, exc.__cause__)
                 if self._on_retry is not None:
@@ -108,21 +110,23 @@ class SmtpNotifier:
             ask.url,
             message["Message-ID"],
         )
+        return str(message["Message-ID"])
 
 
 async def send_sample(
     to: str,
     *,
-    smtp: SmtpSettings,
+    mailer: Mailer,
     sender: str,
     reply_domain: str | None,
     secrets: Sequence[str],
     public_url: str,
-) -> None:
+) -> bytes:
     """Send one made-up request with the real settings: ``mailgate mail-test --to ADDRESS``.
 
     It is sent once, without retries, so the caller sees at once what the server said. Its
     links lead to the gateway but carry no valid token, and its reply address names no round.
+    Returns the bytes sent, for a spam check.
     """
     now = epoch_ms()
     promise_id = f"{WORKFLOW_PREFIX}{token_hex(10)}:1"
@@ -147,4 +151,4 @@ async def send_sample(
     )
     subject = str(message["Subject"]).replace("[Mailgate]", "[Mailgate test]", 1)
     message.replace_header("Subject", subject)
-    await send(message, smtp)
+    return await mailer.send(message)

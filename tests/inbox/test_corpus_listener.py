@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from email import message_from_bytes, policy
 from email.utils import parseaddr
 from pathlib import Path
@@ -41,13 +40,10 @@ async def test_every_corpus_case_through_the_listener(
     async with asyncio.timeout(120):
         while len(sink.received) < len(names):
             await asyncio.sleep(0.05)
-    emails = {
-        re.search(r"/(\d{3}-[^ ]+\.eml)$", m.message["Subject"]).group(1): m.message
-        for m in sink.received
-    }
+    emails = {m.message["X-Mailgate-Request"]: m.message for m in sink.received}
 
     for name in names:
-        request = emails[name]
+        request = emails[requests[name]]
         token = request["Reply-To"].removeprefix("reply+").partition("@")[0]
         raw = (CORPUS / name).read_bytes()
         raw = raw.replace(b"{{TOKEN}}", token.encode()).replace(

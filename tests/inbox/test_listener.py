@@ -8,9 +8,12 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import aiosmtplib
+import dkim
 import pytest
+from dkim_keys import dns_for
 from support import REPLY_DOMAIN, StartListener, wait_for_state
 
+from service.app import dkim_signer_for
 from service.testing import FakeOllama
 
 
@@ -139,6 +142,11 @@ async def test_who_and_what_may_decide(replying, page_server):
     assert len(sink.received) == 3
     done = (await mailgate.client.get(f"/requests/{request_id}")).json()
     assert [r["decision"] for r in done["rounds"]] == ["approve"]
+
+    published = dns_for(dkim_signer_for(mailgate.app.settings))
+    for received in sink.received:  # the request, the help note, the "already approved" note
+        assert dkim.verify(received.raw, dnsfunc=published)
+        assert received.message["X-Mailgate-Request"] == request_id
 
 
 async def test_size_limit_is_advertised_and_enforced(replying, page_server):

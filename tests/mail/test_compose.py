@@ -51,7 +51,6 @@ def compose(ask: Ask, reply_domain: str | None = "reply.example.org") -> EmailMe
 
 
 def subject_of(ask: Ask) -> str:
-    """Before serialization: on the wire a long subject may be folded before its first word."""
     message = compose_request(ask, sender=SENDER, reply_domain=None, secrets=SECRETS, now=NOW_MS)
     return str(message["Subject"])
 
@@ -70,7 +69,7 @@ def test_first_round_is_a_multipart_alternative_with_both_parts() -> None:
 
     assert message.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
-    assert subject_of(make_ask()) == f"[Mailgate] Approve summary of {URL}"
+    assert subject_of(make_ask()) == "[Mailgate] Approve summary of example.com/articles/42"
     assert message["From"] == SENDER
     assert message["To"] == APPROVER
     assert message["Auto-Submitted"] == "auto-generated"
@@ -155,7 +154,7 @@ def test_a_reask_threads_to_the_first_round_and_says_why() -> None:
     text, html = parts(message)
     first_id = message_id_for(f"{REQUEST_ID}:2", "mail.example.org")
 
-    assert subject_of(ask) == f"[Mailgate] Approve summary of {URL} (round 2)"
+    assert subject_of(ask) == "[Mailgate] Approve summary of example.com/articles/42 (round 2)"
     assert message["In-Reply-To"] == first_id
     assert message["References"] == first_id
     assert message["Message-ID"] == message_id_for(ask.promise_id, "mail.example.org")
@@ -200,9 +199,10 @@ def test_notice_is_a_short_plain_auto_reply_in_the_thread() -> None:
     request_id = message_id_for(f"{REQUEST_ID}:2", "mail.example.org")
     notice = compose_notice(
         APPROVER,
-        "Re: [Mailgate] Approve summary of https://example.com/",
+        "[Mailgate] Reply YES or NO",
         "Reply YES to approve or NO to reject; add a reason after NO.",
         sender=SENDER,
+        request_id=REQUEST_ID,
         in_reply_to=request_id,
         now=NOW_MS,
     )
@@ -213,13 +213,16 @@ def test_notice_is_a_short_plain_auto_reply_in_the_thread() -> None:
     assert parsed["In-Reply-To"] == request_id
     assert parsed["References"] == request_id
     assert parsed["To"] == APPROVER
+    assert parsed["X-Mailgate-Request"] == REQUEST_ID
     assert parsed["Message-ID"].endswith("@mail.example.org>")
     assert parsedate_to_datetime(parsed["Date"]).timestamp() == NOW_MS / 1000
     assert "Reply YES to approve" in parsed.get_content()
 
 
 def test_notice_without_a_thread_has_no_threading_headers() -> None:
-    notice = compose_notice(APPROVER, "Mailgate", "Hello.", sender=SENDER, in_reply_to=None)
+    notice = compose_notice(
+        APPROVER, "Hi", "Hello.", sender=SENDER, request_id=REQUEST_ID, in_reply_to=None, now=0
+    )
 
     assert notice["In-Reply-To"] is None
     assert notice["References"] is None

@@ -3,12 +3,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from dkim_keys import signer
 from smtp_sink import Sink, StartSink, free_port
 
 from service.domain import Ask, workflow_id
 from service.errors import DeliveryRejected
 from service.mail.compose import message_id_for
-from service.mail.send import SmtpSettings
+from service.mail.send import Mailer, SmtpSettings
 from service.reply_tokens import verify_reply_token
 from service.steps.notify import Notifier, SmtpNotifier, send_sample
 
@@ -45,7 +46,7 @@ class Clock:
 
 def notifier_for(settings: SmtpSettings, **overrides: object) -> SmtpNotifier:
     options: dict[str, object] = {
-        "smtp": settings,
+        "mailer": Mailer(settings, signer()),
         "sender": SENDER,
         "reply_domain": "reply.localhost",
         "secrets": SECRETS,
@@ -176,7 +177,7 @@ async def test_mail_test_sends_a_sample_request(start_sink: StartSink) -> None:
 
     await send_sample(
         "carol@example.com",
-        smtp=sink.settings(),
+        mailer=Mailer(sink.settings(), signer()),
         sender=SENDER,
         reply_domain=None,
         secrets=SECRETS,
@@ -200,7 +201,7 @@ async def test_mail_test_reports_a_rejection_at_once(start_sink: StartSink) -> N
     with pytest.raises(DeliveryRejected):
         await send_sample(
             "nobody@example.com",
-            smtp=sink.settings(),
+            mailer=Mailer(sink.settings(), signer()),
             sender=SENDER,
             reply_domain="reply.localhost",
             secrets=SECRETS,

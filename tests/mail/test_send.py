@@ -6,17 +6,31 @@ from pathlib import Path
 
 import pytest
 import trustme
+from dkim_keys import signer
 from smtp_sink import StartSink, free_port, password_checker
 
 from service.errors import DeliveryRejected, Permanent
 from service.mail.compose import compose_notice
-from service.mail.send import SmtpSettings, TransientDeliveryError, send, smtp_reachable
+from service.mail.send import Mailer, SmtpSettings, TransientDeliveryError, smtp_reachable
 
 SENDER = "Mailgate <mailgate@localhost>"
+NOW_MS = 1_767_261_600_000
 
 
 def note(to: str = "ann@example.com") -> EmailMessage:
-    return compose_notice(to, "Mailgate test", "Hello.", sender=SENDER, in_reply_to=None)
+    return compose_notice(
+        to,
+        "Mailgate test",
+        "Hello.",
+        sender=SENDER,
+        request_id="mg-0123",
+        in_reply_to=None,
+        now=NOW_MS,
+    )
+
+
+async def send(message: EmailMessage, smtp: SmtpSettings) -> bytes:
+    return await Mailer(smtp, signer()).send(message)
 
 
 @pytest.fixture(scope="module")
