@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import jinja2
 from resonate.resonate import Resonate
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
-from service import tokens
+from service import templating, tokens
 from service.errors import MailgateError
 from service.gateway import auth
 from service.metrics import Metrics
 from service.progress import Progress
 from service.submissions import Policy
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "pages"
 
 
 class Unauthorized(MailgateError):
@@ -41,7 +39,8 @@ class Gateway:
 
     @classmethod
     def create(cls, **kwargs: Any) -> Gateway:
-        return cls(templates=Jinja2Templates(directory=TEMPLATES), **kwargs)
+        pages = jinja2.Environment(loader=templating.loader("pages"), autoescape=True)
+        return cls(templates=Jinja2Templates(env=pages), **kwargs)
 
     def api_allowed(self, request: Request) -> bool:
         return auth.authorized(request, self.api_token, self.secrets, self.clock())

@@ -19,15 +19,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
-from pathlib import Path
 
 import css_inline
 import jinja2
 
+from service import templating
 from service.domain import Ask
 from service.reply_tokens import mint_reply_token
-
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "email"
 
 
 def compose_request(
@@ -112,7 +110,7 @@ def compose_notice(
 @functools.cache
 def _templates() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        loader=templating.loader("email"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
