@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -156,11 +157,15 @@ def _engine(args: argparse.Namespace, settings: config.Settings) -> int:
             retention_ms=int(settings.retention * 1000),
         )
         stop = _stop_event()
-        await conn.start()
         try:
-            await engine.serve_engine(
-                conn, settings.engine_host, settings.engine_port, stop, token=settings.engine_token
-            )
+            if await _unless_stopped(conn.start(), stop):
+                await engine.serve_engine(
+                    conn,
+                    settings.engine_host,
+                    settings.engine_port,
+                    stop,
+                    token=settings.engine_token,
+                )
         finally:
             await conn.stop()
 
@@ -187,13 +192,35 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+async def _unless_stopped(starting: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``starting`` unless ``stop`` is set first, in which case cancel it and say False.
+
+    Start-up may wait a long time (for an engine that is not up yet, a mail server that does
+    not answer), and a signal must end the process within a second in any phase of it.
+    """
+    work = asyncio.create_task(starting)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    if work.cancelled():
+        return False
+    work.result()
+    return True
+
+
 def _run_until_signal(app: Mailgate) -> int:
     async def run() -> None:
         stop = _stop_event()
         try:
-            await app.start()
-            logger.info("mailgate ready (pid %d)", os.getpid())
-            await stop.wait()
+            if await _unless_stopped(app.start(), stop):
+                logger.info("mailgate ready (pid %d)", os.getpid())
+                await stop.wait()
             logger.info("shutting down")
         finally:
             await app.stop()
