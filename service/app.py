@@ -75,6 +75,15 @@ def secrets_for(settings: Settings) -> tuple[str, ...]:
     Links must survive restarts, so a generated key is written before it is first used. Split
     processes cannot share a per-directory key, hence the requirement with ``RESONATE_URL``.
     """
+    if settings.secret and not settings.embedded:
+        shortest = min(len(key) for key in settings.secret)
+        if shortest < MIN_SECRET_CHARS:
+            msg = (
+                f"MAILGATE_SECRET: a key of {shortest} characters is too short to sign links "
+                f"other processes trust; use at least {MIN_SECRET_CHARS} (e.g. `openssl rand "
+                "-hex 32`)"
+            )
+            raise ConfigError(msg)
     if settings.secret:
         return settings.secret
     if not settings.embedded:

@@ -15,6 +15,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import aiosmtplib
 import httpx
 
 from service import config, health, logs
@@ -25,12 +26,54 @@ logger = logging.getLogger("mailgate")
 
 EXIT_CONFIG = 2
 
+# What each operator command reads, so that a bad value elsewhere does not stop it; the roles
+# and config-check read everything.
+LOGGING = frozenset({"MAILGATE_LOG_LEVEL", "MAILGATE_LOG_FORMAT"})
+SIGNING = frozenset({"MAILGATE_SECRET", "MAILGATE_DATA_DIR", "RESONATE_URL"})
+GATEWAY_CLIENT = LOGGING | {"MAILGATE_HTTP_HOST", "MAILGATE_HTTP_PORT", "MAILGATE_API_TOKEN"}
+REPLYING = (
+    GATEWAY_CLIENT
+    | SIGNING
+    | frozenset(
+        {"MAILGATE_REPLY_DOMAIN", "MAILGATE_FROM", "MAILGATE_INBOUND_HOST", "MAILGATE_INBOUND_PORT"}
+    )
+)
+MAILING = (
+    LOGGING
+    | SIGNING
+    | frozenset(
+        {
+            "MAILGATE_FROM",
+            "MAILGATE_REPLY_DOMAIN",
+            "MAILGATE_PUBLIC_URL",
+            "MAILGATE_SMTP_HOST",
+            "MAILGATE_SMTP_PORT",
+            "MAILGATE_SMTP_TLS",
+            "MAILGATE_SMTP_USER",
+            "MAILGATE_SMTP_PASSWORD",
+            "MAILGATE_SMTP_TIMEOUT",
+            "MAILGATE_SMTP_CA_FILE",
+        }
+    )
+)
+PROBING = LOGGING | frozenset(
+    {
+        "RESONATE_URL",
+        "MAILGATE_HTTP_HOST",
+        "MAILGATE_HTTP_PORT",
+        "MAILGATE_INBOUND_HOST",
+        "MAILGATE_INBOUND_PORT",
+        "MAILGATE_ENGINE_HOST",
+        "MAILGATE_ENGINE_PORT",
+    }
+)
+
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     args = _parser().parse_args(argv)
     try:
-        settings = config.load(env)
+        settings = config.load(env, needs=args.needs)
     except ConfigError as exc:
         print(f"mailgate: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -46,6 +89,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
+    parser.set_defaults(needs=None)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="engine, worker and gateway in one process")
@@ -66,12 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--repeat", action="store_true", help="start afresh if finished")
     submit.add_argument("--wait", action="store_true", help="block until it ends")
     _gateway_option(submit)
-    submit.set_defaults(run=_submit)
+    submit.set_defaults(needs=GATEWAY_CLIENT, run=_submit)
 
     status = sub.add_parser("status", help="show one request, or list them")
     status.add_argument("id", nargs="?")
     _gateway_option(status)
-    status.set_defaults(run=_status)
+    status.set_defaults(needs=GATEWAY_CLIENT, run=_status)
 
     decide = sub.add_parser("decide", help="decide the waiting round as an operator")
     decide.add_argument("id")
@@ -79,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     decide.add_argument("--reason")
     decide.add_argument("--by", default="operator")
     _gateway_option(decide)
-    decide.set_defaults(run=_decide)
+    decide.set_defaults(needs=GATEWAY_CLIENT, run=_decide)
 
     reply_test = sub.add_parser(
         "reply-test", help="reply to a waiting request as its approver would, by SMTP"
@@ -88,17 +132,17 @@ def _parser() -> argparse.ArgumentParser:
     reply_test.add_argument("answer", choices=["yes", "no"])
     reply_test.add_argument("reason", nargs="?", default="")
     _gateway_option(reply_test)
-    reply_test.set_defaults(run=_reply_test)
+    reply_test.set_defaults(needs=REPLYING, run=_reply_test)
 
     mail_test = sub.add_parser("mail-test", help="send a sample request email")
     mail_test.add_argument("--to", required=True, metavar="ADDRESS")
-    mail_test.set_defaults(run=_mail_test)
+    mail_test.set_defaults(needs=MAILING, run=_mail_test)
 
     health = sub.add_parser("healthcheck", help="exit 0 when this container's role is healthy")
     health.add_argument(
         "--role", choices=["serve", "gateway", "worker", "inbox", "engine"], default="serve"
     )
-    health.set_defaults(run=_healthcheck)
+    health.set_defaults(needs=PROBING, run=_healthcheck)
 
     check = sub.add_parser("config-check", help="print the effective configuration")
     check.set_defaults(run=_config_check)
@@ -322,12 +366,19 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
     host = health.local_host(settings.inbound_host)
 
     async def send() -> None:
-        import aiosmtplib
-
         await aiosmtplib.send(message, hostname=host, port=settings.inbound_port)
 
     try:
         asyncio.run(send())
+    except aiosmtplib.SMTPConnectError as exc:
+        print(
+            f"mailgate: no reply listener answers at {host}:{settings.inbound_port} ({exc}). "
+            "`mailgate serve` starts it only when MAILGATE_REPLY_DOMAIN is set: restart serve "
+            f"with MAILGATE_REPLY_DOMAIN={settings.reply_domain} (and the same "
+            "MAILGATE_INBOUND_HOST/MAILGATE_INBOUND_PORT as here)",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as exc:  # report any SMTP failure to the operator as it is
         print(
             f"mailgate: the listener at {host}:{settings.inbound_port} refused: {exc}",

@@ -8,7 +8,7 @@ stops the process with a message naming the variable. The same table drives
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -87,7 +87,8 @@ class Settings(BaseModel):
         (),
         alias="MAILGATE_SECRET",
         description="Signing keys, comma-separated, oldest first (newest signs). "
-        "Generated into the data dir when unset in embedded mode; required with RESONATE_URL.",
+        "Generated into the data dir when unset in embedded mode; required with RESONATE_URL, "
+        "each key at least 16 characters.",
     )
     http_host: str = Field(
         "127.0.0.1", alias="MAILGATE_HTTP_HOST", description="Gateway bind address."
@@ -291,14 +292,31 @@ def variables() -> dict[str, str]:
     return {str(f.alias): str(f.description) for f in Settings.model_fields.values()}
 
 
-def load(env: Mapping[str, str]) -> Settings:
+def load(env: Mapping[str, str], *, needs: Collection[str] | None = None) -> Settings:
+    """Settings from ``env``; ``needs`` names the variables a command uses, when not all.
+
+    A bad value stops a command only if the command reads it: ``mailgate status`` talks to the
+    gateway and has no business refusing to run over a mistyped SMTP port. A bad value it does
+    not read is left out, so its default stands in.
+    """
     known = variables()
     given = {key: value for key, value in env.items() if key in known}
     try:
         return Settings.model_validate(given)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(f"{name}={given.get(name, '')!r}: {error['msg']}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+        problems = _problems(exc, given)
+    needed = [
+        problem for name, problem in problems if needs is None or name in needs or name not in given
+    ]
+    if needed:
+        raise ConfigError("invalid configuration: " + "; ".join(needed))
+    unread = {name for name, _ in problems}
+    return Settings.model_validate({k: v for k, v in given.items() if k not in unread})
+
+
+def _problems(exc: ValidationError, given: Mapping[str, str]) -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        problems.append((name, f"{name}={given.get(name, '')!r}: {error['msg']}"))
+    return problems

@@ -58,6 +58,23 @@ def test_split_roles_need_resonate_url_and_secret(tmp_path: Path):
     assert "MAILGATE_SECRET" in result.stderr
 
 
+def test_split_roles_refuse_a_secret_shorter_than_a_generated_one():
+    result = mailgate(
+        "worker", env=clean_env(RESONATE_URL="http://127.0.0.1:9", MAILGATE_SECRET="x")
+    )
+    assert result.returncode == 2
+    assert "MAILGATE_SECRET" in result.stderr and "at least 16" in result.stderr
+
+
+def test_status_is_not_stopped_by_a_bad_smtp_port():
+    env = clean_env(MAILGATE_SMTP_PORT="smtp", MAILGATE_HTTP_PORT=str(free_port()))
+    status = mailgate("status", env=env)
+    assert "cannot reach the gateway" in status.stderr
+    assert "MAILGATE_SMTP_PORT" not in status.stderr
+    served = mailgate("serve", env=env)
+    assert served.returncode == 2 and "MAILGATE_SMTP_PORT" in served.stderr
+
+
 def test_config_check_masks_secrets():
     result = mailgate(
         "config-check", env=clean_env(MAILGATE_SECRET="s3cret-value", MAILGATE_SMTP_PASSWORD="pw1")
@@ -156,6 +173,31 @@ async def test_reply_test_plays_the_approver(tmp_path: Path, page_server):
         serve.terminate()
 
 
+async def test_reply_test_without_a_listener_says_how_to_start_one(tmp_path: Path, page_server):
+    port = free_port()
+    env = _serve_env(tmp_path, port, MAILGATE_INBOUND_PORT=str(free_port()))
+    serve = Process("serve", env, tmp_path / "serve.log")
+    serve.start()
+    try:
+        await serve.wait_http(f"http://127.0.0.1:{port}/healthz")
+        submitted = await asyncio.to_thread(
+            mailgate, "submit", page_server.base + "/article", "--to", "alice@example.com", env=env
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await _wait_rounds(client, submitted.stdout.strip(), 1)
+        reply = await asyncio.to_thread(
+            mailgate,
+            "reply-test",
+            submitted.stdout.strip(),
+            "yes",
+            env={**env, "MAILGATE_REPLY_DOMAIN": REPLY_DOMAIN},
+        )
+    finally:
+        serve.terminate()
+    assert reply.returncode == 1
+    assert f"restart serve with MAILGATE_REPLY_DOMAIN={REPLY_DOMAIN}" in reply.stderr
+
+
 async def _wait_rounds(client: httpx.AsyncClient, request_id: str, count: int) -> None:
     async with asyncio.timeout(30):
         while True:
@@ -169,7 +211,7 @@ async def test_split_role_waits_for_the_engine(tmp_path: Path):
     engine_port, http_port = free_port(), free_port()
     env = clean_env(
         RESONATE_URL=f"http://127.0.0.1:{engine_port}",
-        MAILGATE_SECRET="s",
+        MAILGATE_SECRET="waits-for-the-engine-secret",
         MAILGATE_HTTP_PORT=str(http_port),
         MAILGATE_ENGINE_PORT=str(engine_port),
         MAILGATE_DATA_DIR=str(tmp_path / "engine"),

@@ -74,3 +74,28 @@ def test_generated_secret_is_kept_and_an_empty_one_refused(tmp_path: Path):
 def test_split_roles_need_a_shared_secret():
     with pytest.raises(ConfigError, match="MAILGATE_SECRET"):
         secrets_for(config.load({"RESONATE_URL": "http://127.0.0.1:8001"}))
+
+
+def test_split_mode_refuses_a_short_secret_without_showing_it():
+    remote = {"RESONATE_URL": "http://127.0.0.1:8001"}
+    with pytest.raises(ConfigError, match=r"MAILGATE_SECRET.*at least 16") as refused:
+        secrets_for(config.load({**remote, "MAILGATE_SECRET": "long-enough-old-key,x"}))
+    assert "long-enough" not in str(refused.value)
+    keys = "0123456789abcdef,fedcba9876543210"
+    assert secrets_for(config.load({**remote, "MAILGATE_SECRET": keys})) == tuple(keys.split(","))
+
+
+def test_a_command_is_not_stopped_by_a_bad_value_it_does_not_read():
+    env = {"MAILGATE_SMTP_PORT": "smtp", "MAILGATE_HTTP_PORT": "9100"}
+    settings = config.load(env, needs={"MAILGATE_HTTP_PORT"})
+    assert settings.http_port == 9100
+    assert settings.smtp_port == 1025
+    with pytest.raises(ConfigError, match="MAILGATE_SMTP_PORT"):
+        config.load(env)
+
+
+def test_a_bad_value_a_command_reads_is_named_alone():
+    env = {"MAILGATE_SMTP_PORT": "smtp", "MAILGATE_HTTP_PORT": "web"}
+    with pytest.raises(ConfigError, match="MAILGATE_HTTP_PORT") as refused:
+        config.load(env, needs={"MAILGATE_HTTP_PORT"})
+    assert "MAILGATE_SMTP_PORT" not in str(refused.value)
