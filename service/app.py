@@ -69,11 +69,13 @@ class Roles:
     inbox: bool = False
 
 
-def secrets_for(settings: Settings) -> tuple[str, ...]:
+def secrets_for(settings: Settings, *, create: bool = True) -> tuple[str, ...]:
     """Configured keys, or (embedded only) a key generated once and kept in the data dir.
 
     Links must survive restarts, so a generated key is written before it is first used. Split
     processes cannot share a per-directory key, hence the requirement with ``RESONATE_URL``.
+    Commands that only act on what ``serve`` made pass ``create=False``: a key of their own
+    would sign what the service can never verify.
     """
     if settings.secret and not settings.embedded:
         shortest = min(len(key) for key in settings.secret)
@@ -89,7 +91,13 @@ def secrets_for(settings: Settings) -> tuple[str, ...]:
     if not settings.embedded:
         msg = "MAILGATE_SECRET is required when RESONATE_URL is set (all roles share it)"
         raise ConfigError(msg)
-    path = settings.data_dir / "secret"
+    path = secret_path(settings)
+    if not path.exists() and not create:
+        msg = (
+            f"no signing secret at {path}: run this with the MAILGATE_DATA_DIR (or the "
+            "MAILGATE_SECRET) that `mailgate serve` uses"
+        )
+        raise ConfigError(msg)
     if not path.exists():
         _write_new_secret(path)
     secret = path.read_text().strip()
@@ -100,6 +108,18 @@ def secrets_for(settings: Settings) -> tuple[str, ...]:
         )
         raise ConfigError(msg)
     return (secret,)
+
+
+def secret_path(settings: Settings) -> Path:
+    return settings.data_dir / "secret"
+
+
+def secret_source(settings: Settings) -> str:
+    """Where the signing keys come from, in words an operator can check against another
+    process's (a token signed by one key source never verifies under another)."""
+    if settings.secret:
+        return f"MAILGATE_SECRET ({len(settings.secret)} key(s))"
+    return f"the secret in {secret_path(settings)}"
 
 
 def _write_new_secret(path: Path) -> None:
@@ -195,6 +215,7 @@ class Mailgate:
             else INBOX_GROUP
         )
         secrets = secrets_for(settings)
+        logger.info("signing with %s", secret_source(settings))
         self.connection = connect(settings, pid=self.pid, group=group)
         if self.connection is not None:
             await self.connection.start()

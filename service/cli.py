@@ -8,18 +8,28 @@ import contextlib
 import json
 import logging
 import os
+import secrets as pysecrets
 import signal
 import sys
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import httpx
 
 from service import config, health, logs
-from service.app import LOOPBACK, Mailgate, Roles, check_bind, secrets_for, smtp_settings
+from service.app import (
+    LOOPBACK,
+    Mailgate,
+    Roles,
+    check_bind,
+    secret_source,
+    secrets_for,
+    smtp_settings,
+)
 from service.errors import ConfigError, Permanent
 
 logger = logging.getLogger("mailgate")
@@ -72,12 +82,15 @@ PROBING = LOGGING | frozenset(
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     args = _parser().parse_args(argv)
+    data_dir, why = config.data_dir(env, Path.cwd())
     try:
-        settings = config.load(env, needs=args.needs)
+        settings = config.load({**env, config.DATA_DIR: str(data_dir)}, needs=args.needs)
     except ConfigError as exc:
         print(f"mailgate: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.log_level, settings.log_format)
+    if args.uses_data_dir:
+        logger.info("data dir %s (%s)", data_dir, why)
     try:
         return args.run(args, settings)
     except ConfigError as exc:
@@ -89,19 +102,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
-    parser.set_defaults(needs=None)
+    parser.set_defaults(needs=None, uses_data_dir=False)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="engine, worker and gateway in one process")
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(uses_data_dir=True, run=_serve)
     worker = sub.add_parser("worker", help="run workflows (needs RESONATE_URL)")
-    worker.set_defaults(run=_worker)
+    worker.set_defaults(uses_data_dir=True, run=_worker)
     gateway = sub.add_parser("gateway", help="HTTP gateway only (needs RESONATE_URL)")
     gateway.set_defaults(run=_gateway)
     inbox = sub.add_parser("inbox", help="reply listener only (needs RESONATE_URL)")
     inbox.set_defaults(run=_inbox)
     engine = sub.add_parser("engine", help="serve the durable engine over the Resonate protocol")
-    engine.set_defaults(run=_engine)
+    engine.set_defaults(uses_data_dir=True, run=_engine)
 
     submit = sub.add_parser("submit", help="ask someone to approve a summary of URL")
     submit.add_argument("url")
@@ -132,11 +145,11 @@ def _parser() -> argparse.ArgumentParser:
     reply_test.add_argument("answer", choices=["yes", "no"])
     reply_test.add_argument("reason", nargs="?", default="")
     _gateway_option(reply_test)
-    reply_test.set_defaults(needs=REPLYING, run=_reply_test)
+    reply_test.set_defaults(uses_data_dir=True, needs=REPLYING, run=_reply_test)
 
     mail_test = sub.add_parser("mail-test", help="send a sample request email")
     mail_test.add_argument("--to", required=True, metavar="ADDRESS")
-    mail_test.set_defaults(needs=MAILING, run=_mail_test)
+    mail_test.set_defaults(uses_data_dir=True, needs=MAILING, run=_mail_test)
 
     health = sub.add_parser("healthcheck", help="exit 0 when this container's role is healthy")
     health.add_argument(
@@ -344,6 +357,7 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
 
     if settings.reply_domain is None:
         raise ConfigError("reply-test needs MAILGATE_REPLY_DOMAIN (replies go to reply+<token>@it)")
+    keys = secrets_for(settings, create=False)
     with _client(args, settings) as client:
         response = _call(client, "GET", f"/requests/{args.id}")
     if response.status_code != 200:
@@ -358,7 +372,7 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
         view,
         waiting[-1],
         answer=f"{args.answer.capitalize()}. {args.reason}".strip(),
-        secrets=secrets_for(settings),
+        secrets=keys,
         reply_domain=settings.reply_domain,
         our_sender=settings.mail_from,
         now=datetime.now(UTC),
@@ -379,6 +393,15 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        print(
+            f"mailgate: the listener refused the reply address ({exc}). It was signed with "
+            f"{secret_source(settings)}; if `mailgate serve` signs with other keys (it logs "
+            '"signing with …" at start), run reply-test with the same MAILGATE_DATA_DIR or '
+            "MAILGATE_SECRET",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as exc:  # report any SMTP failure to the operator as it is
         print(
             f"mailgate: the listener at {host}:{settings.inbound_port} refused: {exc}",
@@ -386,7 +409,8 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
         )
         return 1
     print(
-        f"replied {args.answer!r} to {args.id} as {view['approver']} via smtp://{host}:{settings.inbound_port}"
+        f"replied {args.answer!r} to {args.id} as {view['approver']} via "
+        f"smtp://{host}:{settings.inbound_port}, signed with {secret_source(settings)}"
     )
     return 0
 
@@ -401,7 +425,7 @@ def _mail_test(args: argparse.Namespace, settings: config.Settings) -> int:
             smtp=smtp_settings(settings),
             sender=settings.mail_from,
             reply_domain=settings.reply_domain,
-            secrets=secrets_for(settings),
+            secrets=_sample_keys(settings),
             public_url=settings.public_url,
         )
 
@@ -412,6 +436,15 @@ def _mail_test(args: argparse.Namespace, settings: config.Settings) -> int:
         return 1
     print(f"sample request email sent to {args.to} via {settings.smtp_host}:{settings.smtp_port}")
     return 0
+
+
+def _sample_keys(settings: config.Settings) -> tuple[str, ...]:
+    """The sample's reply address names no round, so any key may sign it: serve's when there
+    are any, else a throwaway one rather than a data dir made just for a test email."""
+    try:
+        return secrets_for(settings, create=False)
+    except ConfigError:
+        return (pysecrets.token_urlsafe(32),)
 
 
 def _healthcheck(args: argparse.Namespace, settings: config.Settings) -> int:

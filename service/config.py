@@ -79,9 +79,10 @@ class Settings(BaseModel):
     )
 
     data_dir: Path = Field(
-        Path(".mailgate"),
         alias="MAILGATE_DATA_DIR",
-        description="Where the embedded engine, the generated secret and the page cache live.",
+        description="Where the embedded engine, the generated secret and the page cache live. "
+        "Unset: ./.mailgate if the current directory has one, else $XDG_DATA_HOME/mailgate "
+        "(~/.local/share/mailgate).",
     )
     secret: Csv = Field(
         (),
@@ -287,20 +288,49 @@ class Settings(BaseModel):
         return shown
 
 
+DATA_DIR = "MAILGATE_DATA_DIR"
+#: The default data dir of release 0.1, relative to wherever a command ran.
+LEGACY_DATA_DIR = ".mailgate"
+
+
+def data_dir(env: Mapping[str, str], cwd: Path) -> tuple[Path, str]:
+    """The data dir as an absolute path, and why it is that one (for the start-up line).
+
+    Release 0.1 kept its data in ``./.mailgate`` of whatever directory a command ran in, so a
+    command run elsewhere silently used (or made) another one. Now the default is the user's
+    data directory, the same from anywhere; but a ``./.mailgate`` that exists keeps being used,
+    because moving it would strand the requests waiting in it and kill every link sent.
+    """
+    chosen = env.get(DATA_DIR, "").strip()
+    if chosen:
+        return cwd / Path(chosen).expanduser(), f"{DATA_DIR}"
+    legacy = cwd / LEGACY_DATA_DIR
+    if legacy.is_dir():
+        return legacy, f"an existing ./{LEGACY_DATA_DIR} here; set {DATA_DIR} to use another"
+    xdg = env.get("XDG_DATA_HOME", "")
+    home = Path(env.get("HOME") or Path.home())
+    base = Path(xdg) if Path(xdg).is_absolute() else home / ".local" / "share"
+    return base / "mailgate", f"the default; set {DATA_DIR} to use another"
+
+
 def variables() -> dict[str, str]:
     """Variable name → description, for documentation and its test."""
     return {str(f.alias): str(f.description) for f in Settings.model_fields.values()}
 
 
-def load(env: Mapping[str, str], *, needs: Collection[str] | None = None) -> Settings:
+def load(
+    env: Mapping[str, str], *, needs: Collection[str] | None = None, cwd: Path | None = None
+) -> Settings:
     """Settings from ``env``; ``needs`` names the variables a command uses, when not all.
 
     A bad value stops a command only if the command reads it: ``mailgate status`` talks to the
     gateway and has no business refusing to run over a mistyped SMTP port. A bad value it does
-    not read is left out, so its default stands in.
+    not read is left out, so its default stands in. The data dir is resolved here, once, to an
+    absolute path (see ``data_dir``).
     """
     known = variables()
     given = {key: value for key, value in env.items() if key in known}
+    given[DATA_DIR] = str(data_dir(env, Path.cwd() if cwd is None else cwd)[0])
     try:
         return Settings.model_validate(given)
     except ValidationError as exc:

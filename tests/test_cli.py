@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +18,11 @@ pytestmark = pytest.mark.slow
 
 
 def mailgate(
-    *args: str, env: dict[str, str], timeout: float = 60
+    *args: str, env: dict[str, str], timeout: float = 60, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -138,6 +139,39 @@ async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_serv
         assert serve.terminate() == 0
 
 
+def test_commands_that_only_read_create_no_data_dir(tmp_path: Path):
+    home, cwd = tmp_path / "home", tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = clean_env(
+        HOME=str(home),
+        XDG_DATA_HOME=str(home / "data"),
+        MAILGATE_HTTP_PORT=str(free_port()),
+        MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
+    )
+    assert mailgate("config-check", env=env, cwd=cwd).returncode == 0
+    assert "cannot reach the gateway" in mailgate("status", env=env, cwd=cwd).stderr
+    replied = mailgate("reply-test", "mg-0123", "yes", env=env, cwd=cwd)
+    assert replied.returncode == 2
+    assert f"data dir {home / 'data' / 'mailgate'} (the default" in replied.stderr
+    assert f"no signing secret at {home / 'data' / 'mailgate' / 'secret'}" in replied.stderr
+    assert list(cwd.iterdir()) == [] and not home.exists()
+
+
+def test_an_existing_dot_mailgate_is_used_and_named(tmp_path: Path):
+    project = tmp_path / "project"
+    (project / ".mailgate").mkdir(parents=True)
+    (project / ".mailgate" / "secret").write_text("a-secret-written-by-release-0.1\n")
+    env = clean_env(
+        HOME=str(tmp_path / "home"),
+        MAILGATE_HTTP_PORT=str(free_port()),
+        MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
+    )
+    replied = mailgate("reply-test", "mg-0123", "yes", env=env, cwd=project)
+    assert f"data dir {project / '.mailgate'} (an existing ./.mailgate here" in replied.stderr
+    assert "cannot reach the gateway" in replied.stderr
+    assert not (tmp_path / "home").exists()
+
+
 async def test_reply_test_plays_the_approver(tmp_path: Path, page_server):
     port, inbound = free_port(), free_port()
     env = _serve_env(
@@ -152,10 +186,31 @@ async def test_reply_test_plays_the_approver(tmp_path: Path, page_server):
             mailgate, "submit", page_server.base + "/article", "--to", "alice@example.com", env=env
         )
         request_id = submitted.stdout.strip()
+        assert f"data dir {tmp_path / 'data'} (MAILGATE_DATA_DIR)" in serve.output()
+        assert f"signing with the secret in {tmp_path / 'data' / 'secret'}" in serve.output()
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "secret").write_text("a-secret-serve-never-saw-0123456789\n")
         async with httpx.AsyncClient(base_url=base) as client:
             await _wait_rounds(client, request_id, 1)
+            stray = await asyncio.to_thread(
+                mailgate,
+                "reply-test",
+                request_id,
+                "no",
+                env={**env, "MAILGATE_DATA_DIR": str(other)},
+                cwd=tmp_path,
+            )
+            assert stray.returncode == 1
+            assert f"signed with the secret in {other / 'secret'}" in stray.stderr
             no = await asyncio.to_thread(
-                mailgate, "reply-test", request_id, "no", "Mention the crabs.", env=env
+                mailgate,
+                "reply-test",
+                request_id,
+                "no",
+                "Mention the crabs.",
+                env=env,
+                cwd=tmp_path,
             )
             assert no.returncode == 0, no.stderr
             await _wait_rounds(client, request_id, 2)
@@ -231,11 +286,20 @@ async def test_split_role_waits_for_the_engine(tmp_path: Path):
         assert engine.terminate() == 0
 
 
-async def test_mail_test_sends_a_sample_through_the_configured_server(start_sink):
+async def test_mail_test_sends_a_sample_through_the_configured_server(tmp_path: Path, start_sink):
     sink = await start_sink()
-    env = clean_env(MAILGATE_SMTP_PORT=str(sink.port), MAILGATE_FROM="Mailgate <m@mailgate.test>")
-    sent = await asyncio.to_thread(mailgate, "mail-test", "--to", "ops@example.com", env=env)
+    env = clean_env(
+        MAILGATE_SMTP_PORT=str(sink.port),
+        MAILGATE_FROM="Mailgate <m@mailgate.test>",
+        MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
+        HOME=str(tmp_path / "home"),
+        XDG_DATA_HOME="",
+    )
+    sent = await asyncio.to_thread(
+        mailgate, "mail-test", "--to", "ops@example.com", env=env, cwd=tmp_path
+    )
     assert sent.returncode == 0, sent.stderr
+    assert await asyncio.to_thread(os.listdir, tmp_path) == [], "mail-test made a data dir"
     assert sink.received[0].message["To"] == "ops@example.com"
     down = await asyncio.to_thread(
         mailgate,

@@ -11,13 +11,33 @@ from service.app import secrets_for
 from service.errors import ConfigError
 
 
-def test_defaults_need_no_environment():
-    settings = config.load({})
+def test_defaults_need_no_environment(tmp_path: Path):
+    settings = config.load({"HOME": str(tmp_path)}, cwd=tmp_path / "anywhere")
     assert settings.http_port == 9000
     assert settings.public_url == "http://localhost:9000"
     assert settings.decision_ttl == 7 * 86400
     assert settings.embedded
-    assert settings.data_dir == Path(".mailgate")
+    assert settings.data_dir == tmp_path / ".local" / "share" / "mailgate"
+    assert not settings.data_dir.exists()
+
+
+def test_the_data_dir_is_absolute_and_the_same_from_anywhere(tmp_path: Path):
+    env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    here = config.load(env, cwd=tmp_path / "here").data_dir
+    assert here == config.load(env, cwd=tmp_path / "there").data_dir == tmp_path / "xdg/mailgate"
+    relative = config.load({"MAILGATE_DATA_DIR": "state"}, cwd=tmp_path)
+    assert relative.data_dir == tmp_path / "state"
+    assert config.data_dir({"MAILGATE_DATA_DIR": "state"}, tmp_path)[1] == "MAILGATE_DATA_DIR"
+
+
+def test_an_existing_dot_mailgate_keeps_being_used(tmp_path: Path):
+    """Release 0.1 kept everything in ./.mailgate: its waiting requests and the key behind every
+    link already sent stay where they are."""
+    (tmp_path / "project" / ".mailgate").mkdir(parents=True)
+    env = {"HOME": str(tmp_path)}
+    settings = config.load(env, cwd=tmp_path / "project")
+    assert settings.data_dir == tmp_path / "project" / ".mailgate"
+    assert "existing ./.mailgate" in config.data_dir(env, tmp_path / "project")[1]
 
 
 @pytest.mark.parametrize(
@@ -58,6 +78,15 @@ def test_remote_mode_from_resonate_url():
 
 def test_unknown_variables_are_ignored():
     assert config.load({"PATH": "/bin", "MAILGATE_MODEL": "qwen2.5"}).model == "qwen2.5"
+
+
+def test_commands_that_only_read_never_create_a_secret(tmp_path: Path):
+    settings = config.load({"MAILGATE_DATA_DIR": str(tmp_path / "data")})
+    with pytest.raises(ConfigError, match=f"no signing secret at {tmp_path / 'data'}"):
+        secrets_for(settings, create=False)
+    assert not (tmp_path / "data").exists()
+    made = secrets_for(settings)
+    assert secrets_for(settings, create=False) == made
 
 
 def test_generated_secret_is_kept_and_an_empty_one_refused(tmp_path: Path):
