@@ -30,6 +30,7 @@ SHIPPED = ("pyproject.toml", "README.md", "service", "templates")
 PAGES = {
     "login.html": "Enter the API token",
     "dashboard.html": "alice@example.com",
+    "request.html": "Round 1",
     "decide.html": "Review this summary",
     "done.html": "Approved — thank you",
     "error.html": "This link is not valid",
@@ -158,6 +159,8 @@ async def test_installed_mailgate_renders_the_email_and_every_page(
             assert decide is not None
 
             rendered["dashboard.html"] = (await browser.get("/", headers=api)).text
+            page = await browser.get(f"/dashboard/{request_id}", headers=api)
+            rendered["request.html"] = page.text
             rendered["decide.html"] = (await browser.get(local(decide.group()))).text
             done = await browser.post(local(decide.group()), data={"verdict": "approve"})
             rendered["done.html"] = done.text

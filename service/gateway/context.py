@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
@@ -24,6 +25,17 @@ class Unauthorized(MailgateError):
     pass
 
 
+def pages() -> jinja2.Environment:
+    environment = jinja2.Environment(loader=templating.loader("pages"), autoescape=True)
+    environment.filters["when"] = when
+    return environment
+
+
+def when(epoch_ms: int) -> str:
+    """A moment on the operator's pages; UTC, as in the logs, so the two can be matched."""
+    return f"{datetime.fromtimestamp(epoch_ms / 1000, UTC):%Y-%m-%d %H:%M} UTC"
+
+
 @dataclass
 class Gateway:
     resonate: Resonate
@@ -39,8 +51,7 @@ class Gateway:
 
     @classmethod
     def create(cls, **kwargs: Any) -> Gateway:
-        pages = jinja2.Environment(loader=templating.loader("pages"), autoescape=True)
-        return cls(templates=Jinja2Templates(env=pages), **kwargs)
+        return cls(templates=Jinja2Templates(env=pages()), **kwargs)
 
     def api_allowed(self, request: Request) -> bool:
         return auth.authorized(request, self.api_token, self.secrets, self.clock())
