@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 
 from service.errors import ConfigError
 
@@ -40,6 +41,16 @@ def parse_duration(value: Any) -> float:
         msg = f"{value!r} is not a duration like 90s, 15m, 24h or 7d"
         raise ValueError(msg)
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as it would be written: the largest unit that divides it (``7d``, ``90s``)."""
+    millis = round(seconds * 1000)
+    for unit in ("d", "h", "m", "s"):
+        size = round(_UNIT_SECONDS[unit] * 1000)
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
 
 
 def _flag(value: Any) -> bool:
@@ -282,6 +293,8 @@ class Settings(BaseModel):
             value = getattr(self, name)
             if isinstance(value, tuple):
                 value = ",".join(value)
+            if _is_duration(field):
+                value = format_duration(value)
             if name in SECRET_FIELDS and value:
                 value = "******"
             shown[str(field.alias)] = "" if value is None else str(value)
@@ -311,6 +324,10 @@ def data_dir(env: Mapping[str, str], cwd: Path) -> tuple[Path, str]:
     home = Path(env.get("HOME") or Path.home())
     base = Path(xdg) if Path(xdg).is_absolute() else home / ".local" / "share"
     return base / "mailgate", f"the default; set {DATA_DIR} to use another"
+
+
+def _is_duration(field: FieldInfo) -> bool:
+    return any(getattr(part, "func", None) is parse_duration for part in field.metadata)
 
 
 def variables() -> dict[str, str]:

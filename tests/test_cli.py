@@ -84,6 +84,7 @@ def test_config_check_masks_secrets():
     assert "MAILGATE_SECRET=******" in result.stdout
     assert "s3cret-value" not in result.stdout and "pw1" not in result.stdout
     assert "MAILGATE_HTTP_PORT=9000" in result.stdout
+    assert "MAILGATE_DECISION_TTL=7d" in result.stdout
 
 
 async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_server):

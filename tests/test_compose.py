@@ -163,7 +163,7 @@ def test_resonate_is_the_rust_server_that_speaks_the_sdks_protocol() -> None:
 
 
 def test_the_deploy_docs_name_the_pinned_image_and_the_file_to_back_up() -> None:
-    docs = (ROOT / "README.md").read_text()
+    docs = (ROOT / "docs" / "deploy.md").read_text()
     assert services(SPLIT)["resonate"]["image"] in docs
     assert f"MAILGATE_DATA_DIR/engine/{store.DB_FILE}" in docs
 

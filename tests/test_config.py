@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service import config
 from service.app import secrets_for
@@ -45,6 +47,21 @@ def test_an_existing_dot_mailgate_keeps_being_used(tmp_path: Path):
 )
 def test_durations(text: str, seconds: float):
     assert config.load({"MAILGATE_DECISION_TTL": text}).decision_ttl == seconds
+
+
+@given(st.integers(min_value=1, max_value=10**12))
+def test_durations_print_the_way_they_are_written(millis: int):
+    written = config.format_duration(millis / 1000)
+    assert config.parse_duration(written) == pytest.approx(millis / 1000)
+    assert written[-2:] == "ms" or written[:-1].isdigit()
+
+
+def test_config_check_shows_durations_in_units():
+    shown = config.load({"MAILGATE_LEASE_TTL": "90s", "MAILGATE_SMTP_TIMEOUT": "1.5"}).masked()
+    assert shown["MAILGATE_DECISION_TTL"] == "7d"
+    assert shown["MAILGATE_WORKFLOW_TIMEOUT"] == "365d"
+    assert shown["MAILGATE_LEASE_TTL"] == "90s"
+    assert shown["MAILGATE_SMTP_TIMEOUT"] == "1500ms"
 
 
 @pytest.mark.parametrize(
