@@ -18,13 +18,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MAILGATE_DATA_DIR=/data
 
-# The code finds templates/ beside service/ (<repo>/templates), so the source tree stays in /app
-# and is installed in editable mode rather than copied into site-packages without its templates.
-WORKDIR /app
+# A plain install: the wheel carries templates/ inside the package (service.templates), so the
+# source tree is not needed once it is built.
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY templates ./templates
-RUN --mount=type=cache,target=/root/.cache/pip pip install -e .
+RUN --mount=type=cache,target=/root/.cache/pip pip install . && rm -rf /src/build
+WORKDIR /data
 
 USER 10001:10001
 VOLUME ["/data"]

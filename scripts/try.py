@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -62,17 +63,48 @@ def main() -> int:
                     return 1
                 time.sleep(0.3)
             reply = client.post("/requests", json={"url": url, "email": approver})
-            print(f"\n>>> submitted {url} for {approver}: {reply.json()}", flush=True)
-            print(
-                f">>> dashboard: {base}/   (the decision link is printed above, or in MailHog "
-                "at http://localhost:8025 when it runs). Ctrl-C to stop.\n",
-                flush=True,
-            )
-            serve.wait()
+            if reply.status_code not in (200, 202):
+                print(f">>> {url} was refused: {reply.json().get('error')}", file=sys.stderr)
+                serve.terminate()
+                return 1
+            request_id = reply.json()["id"]
+            print(f"\n>>> submitted {url} for {approver} as {request_id}; summarizing…", flush=True)
+            view = wait_until_asked(client, request_id, serve)
+            if view is not None:
+                print(explain(view, base), flush=True)
+            return serve.wait()
     except KeyboardInterrupt:
-        serve.terminate()
+        return 0
+    finally:
+        if serve.poll() is None:
+            serve.terminate()
         serve.wait(timeout=30)
-    return serve.returncode or 0
+
+
+def wait_until_asked(
+    client: httpx.Client, request_id: str, serve: subprocess.Popen[bytes]
+) -> dict[str, Any] | None:
+    """The request once its first round has been sent (the link is then printed above), or
+    once it failed; None if `mailgate serve` exited first. Ollama on a CPU takes minutes."""
+    while serve.poll() is None:
+        view = client.get(f"/requests/{request_id}").json()
+        if view["state"] != "summarizing":
+            return view
+        time.sleep(0.5)
+    return None
+
+
+def explain(view: dict[str, Any], base: str) -> str:
+    pages = f">>> this request: {base}/dashboard/{view['id']}   all requests: {base}/\n"
+    if view["state"] == "waiting":
+        where = (
+            "the decision link is printed just above (when Mailgate found MailHog at start, "
+            "it is in MailHog at http://localhost:8025 instead)"
+        )
+        what = f"round {len(view['rounds'])} waits for {view['approver']}: {where}"
+    else:
+        what = f"the request is {view['state']}: {view['detail']}"
+    return f">>> {what}.\n{pages}>>> Ctrl-C stops Mailgate.\n"
 
 
 if __name__ == "__main__":

@@ -74,18 +74,35 @@ class Roles:
     inbox: bool = False
 
 
-def secrets_for(settings: Settings) -> tuple[str, ...]:
+def secrets_for(settings: Settings, *, create: bool = True) -> tuple[str, ...]:
     """Configured keys, or (embedded only) a key generated once and kept in the data dir.
 
     Links must survive restarts, so a generated key is written before it is first used. Split
     processes cannot share a per-directory key, hence the requirement with ``RESONATE_URL``.
+    Commands that only act on what ``serve`` made pass ``create=False``: a key of their own
+    would sign what the service can never verify.
     """
+    if settings.secret and not settings.embedded:
+        shortest = min(len(key) for key in settings.secret)
+        if shortest < MIN_SECRET_CHARS:
+            msg = (
+                f"MAILGATE_SECRET: a key of {shortest} characters is too short to sign links "
+                f"other processes trust; use at least {MIN_SECRET_CHARS} (e.g. `openssl rand "
+                "-hex 32`)"
+            )
+            raise ConfigError(msg)
     if settings.secret:
         return settings.secret
     if not settings.embedded:
         msg = "MAILGATE_SECRET is required when RESONATE_URL is set (all roles share it)"
         raise ConfigError(msg)
-    path = settings.data_dir / "secret"
+    path = secret_path(settings)
+    if not path.exists() and not create:
+        msg = (
+            f"no signing secret at {path}: run this with the MAILGATE_DATA_DIR (or the "
+            "MAILGATE_SECRET) that `mailgate serve` uses"
+        )
+        raise ConfigError(msg)
     if not path.exists():
         _write_new(path, pysecrets.token_urlsafe(32).encode())
     secret = path.read_text().strip()
@@ -98,11 +115,12 @@ def secrets_for(settings: Settings) -> tuple[str, ...]:
     return (secret,)
 
 
-def dkim_signer_for(settings: Settings) -> signing.DkimSigner:
+def dkim_signer_for(settings: Settings, *, create: bool = True) -> signing.DkimSigner:
     """The DKIM key from ``MAILGATE_DKIM_KEY_FILE``, or (embedded only) one generated once and
     kept in the data dir. Split processes cannot share a per-directory key, and a worker and an
     inbox signing with different keys would fail half the checks, hence the requirement with
-    ``RESONATE_URL``."""
+    ``RESONATE_URL``. Without ``create`` a missing key is replaced by a throwaway one (a sample
+    email is not worth a data dir)."""
     if settings.dkim_key_file:
         path = Path(settings.dkim_key_file)
     elif not settings.embedded:
@@ -114,10 +132,29 @@ def dkim_signer_for(settings: Settings) -> signing.DkimSigner:
         raise ConfigError(msg)
     else:
         path = settings.data_dir / "dkim.pem"
+        if not path.exists() and not create:
+            return signing.DkimSigner(
+                _domain(settings), settings.dkim_selector, signing.new_private_key()
+            )
         if not path.exists():
             _write_new(path, signing.new_private_key())
-    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
-    return signing.DkimSigner(domain, settings.dkim_selector, signing.read_key(path))
+    return signing.DkimSigner(_domain(settings), settings.dkim_selector, signing.read_key(path))
+
+
+def _domain(settings: Settings) -> str:
+    return parseaddr(settings.mail_from)[1].rpartition("@")[2]
+
+
+def secret_path(settings: Settings) -> Path:
+    return settings.data_dir / "secret"
+
+
+def secret_source(settings: Settings) -> str:
+    """Where the signing keys come from, in words an operator can check against another
+    process's (a token signed by one key source never verifies under another)."""
+    if settings.secret:
+        return f"MAILGATE_SECRET ({len(settings.secret)} key(s))"
+    return f"the secret in {secret_path(settings)}"
 
 
 def _write_new(path: Path, content: bytes) -> None:
@@ -219,6 +256,7 @@ class Mailgate:
             else INBOX_GROUP
         )
         secrets = secrets_for(settings)
+        logger.info("signing with %s", secret_source(settings))
         self.connection = connect(settings, pid=self.pid, group=group, clock=self.clock)
         network, sources = await self._connections(group)
         resonate = Resonate(

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import secrets as pysecrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import httpx
 
 from service import config, health, logs
@@ -24,6 +28,7 @@ from service.app import (
     Roles,
     check_bind,
     dkim_signer_for,
+    secret_source,
     secrets_for,
     smtp_settings,
 )
@@ -34,16 +39,61 @@ logger = logging.getLogger("mailgate")
 
 EXIT_CONFIG = 2
 
+# What each operator command reads, so that a bad value elsewhere does not stop it; the roles
+# and config-check read everything.
+LOGGING = frozenset({"MAILGATE_LOG_LEVEL", "MAILGATE_LOG_FORMAT"})
+SIGNING = frozenset({"MAILGATE_SECRET", "MAILGATE_DATA_DIR", "RESONATE_URL"})
+GATEWAY_CLIENT = LOGGING | {"MAILGATE_HTTP_HOST", "MAILGATE_HTTP_PORT", "MAILGATE_API_TOKEN"}
+REPLYING = (
+    GATEWAY_CLIENT
+    | SIGNING
+    | frozenset(
+        {"MAILGATE_REPLY_DOMAIN", "MAILGATE_FROM", "MAILGATE_INBOUND_HOST", "MAILGATE_INBOUND_PORT"}
+    )
+)
+MAILING = (
+    LOGGING
+    | SIGNING
+    | frozenset(
+        {
+            "MAILGATE_FROM",
+            "MAILGATE_REPLY_DOMAIN",
+            "MAILGATE_PUBLIC_URL",
+            "MAILGATE_SMTP_HOST",
+            "MAILGATE_SMTP_PORT",
+            "MAILGATE_SMTP_TLS",
+            "MAILGATE_SMTP_USER",
+            "MAILGATE_SMTP_PASSWORD",
+            "MAILGATE_SMTP_TIMEOUT",
+            "MAILGATE_SMTP_CA_FILE",
+        }
+    )
+)
+PROBING = LOGGING | frozenset(
+    {
+        "RESONATE_URL",
+        "MAILGATE_HTTP_HOST",
+        "MAILGATE_HTTP_PORT",
+        "MAILGATE_INBOUND_HOST",
+        "MAILGATE_INBOUND_PORT",
+        "MAILGATE_ENGINE_HOST",
+        "MAILGATE_ENGINE_PORT",
+    }
+)
+
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     args = _parser().parse_args(argv)
+    data_dir, why = config.data_dir(env, Path.cwd())
     try:
-        settings = config.load(env)
+        settings = config.load({**env, config.DATA_DIR: str(data_dir)}, needs=args.needs)
     except ConfigError as exc:
         print(f"mailgate: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.log_level, settings.log_format)
+    if args.uses_data_dir:
+        logger.info("data dir %s (%s)", data_dir, why)
     try:
         return args.run(args, settings)
     except ConfigError as exc:
@@ -55,18 +105,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
+    parser.set_defaults(needs=None, uses_data_dir=False)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="engine, worker and gateway in one process")
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(uses_data_dir=True, run=_serve)
     worker = sub.add_parser("worker", help="run workflows (needs RESONATE_URL)")
-    worker.set_defaults(run=_worker)
+    worker.set_defaults(uses_data_dir=True, run=_worker)
     gateway = sub.add_parser("gateway", help="HTTP gateway only (needs RESONATE_URL)")
     gateway.set_defaults(run=_gateway)
     inbox = sub.add_parser("inbox", help="reply listener only (needs RESONATE_URL)")
     inbox.set_defaults(run=_inbox)
     engine = sub.add_parser("engine", help="serve the durable engine over the Resonate protocol")
-    engine.set_defaults(run=_engine)
+    engine.set_defaults(uses_data_dir=True, run=_engine)
 
     submit = sub.add_parser("submit", help="ask someone to approve a summary of URL")
     submit.add_argument("url")
@@ -75,12 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--repeat", action="store_true", help="start afresh if finished")
     submit.add_argument("--wait", action="store_true", help="block until it ends")
     _gateway_option(submit)
-    submit.set_defaults(run=_submit)
+    submit.set_defaults(needs=GATEWAY_CLIENT, run=_submit)
 
     status = sub.add_parser("status", help="show one request, or list them")
     status.add_argument("id", nargs="?")
     _gateway_option(status)
-    status.set_defaults(run=_status)
+    status.set_defaults(needs=GATEWAY_CLIENT, run=_status)
 
     decide = sub.add_parser("decide", help="decide the waiting round as an operator")
     decide.add_argument("id")
@@ -88,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     decide.add_argument("--reason")
     decide.add_argument("--by", default="operator")
     _gateway_option(decide)
-    decide.set_defaults(run=_decide)
+    decide.set_defaults(needs=GATEWAY_CLIENT, run=_decide)
 
     reply_test = sub.add_parser(
         "reply-test", help="reply to a waiting request as its approver would, by SMTP"
@@ -97,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     reply_test.add_argument("answer", choices=["yes", "no"])
     reply_test.add_argument("reason", nargs="?", default="")
     _gateway_option(reply_test)
-    reply_test.set_defaults(run=_reply_test)
+    reply_test.set_defaults(uses_data_dir=True, needs=REPLYING, run=_reply_test)
 
     audit = sub.add_parser("audit", help="check or export the audit trail")
     audit_sub = audit.add_subparsers(required=True, metavar="ACTION")
@@ -114,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
 
     mail_test = sub.add_parser("mail-test", help="send a sample request email")
     mail_test.add_argument("--to", required=True, metavar="ADDRESS")
-    mail_test.set_defaults(run=_mail_test)
+    mail_test.set_defaults(uses_data_dir=True, needs=MAILING, run=_mail_test)
 
     dkim = sub.add_parser("dkim", help="the DKIM key that signs outgoing mail")
     dkim_sub = dkim.add_subparsers(required=True, metavar="ACTION")
@@ -125,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--role", choices=["serve", "gateway", "worker", "inbox", "engine"], default="serve"
     )
-    health.set_defaults(run=_healthcheck)
+    health.set_defaults(needs=PROBING, run=_healthcheck)
 
     check = sub.add_parser("config-check", help="print the effective configuration")
     check.set_defaults(run=_config_check)
@@ -184,11 +235,15 @@ def _engine(args: argparse.Namespace, settings: config.Settings) -> int:
             retention_ms=int(settings.retention * 1000),
         )
         stop = _stop_event()
-        await conn.start()
         try:
-            await engine.serve_engine(
-                conn, settings.engine_host, settings.engine_port, stop, token=settings.engine_token
-            )
+            if await _unless_stopped(conn.start(), stop):
+                await engine.serve_engine(
+                    conn,
+                    settings.engine_host,
+                    settings.engine_port,
+                    stop,
+                    token=settings.engine_token,
+                )
         finally:
             await conn.stop()
 
@@ -217,13 +272,35 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+async def _unless_stopped(starting: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``starting`` unless ``stop`` is set first, in which case cancel it and say False.
+
+    Start-up may wait a long time (for an engine that is not up yet, a mail server that does
+    not answer), and a signal must end the process within a second in any phase of it.
+    """
+    work = asyncio.create_task(starting)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    if work.cancelled():
+        return False
+    work.result()
+    return True
+
+
 def _run_until_signal(app: Mailgate) -> int:
     async def run() -> None:
         stop = _stop_event()
         try:
-            await app.start()
-            logger.info("mailgate ready (pid %d)", os.getpid())
-            await stop.wait()
+            if await _unless_stopped(app.start(), stop):
+                logger.info("mailgate ready (pid %d)", os.getpid())
+                await stop.wait()
             logger.info("shutting down")
         finally:
             await app.stop()
@@ -369,6 +446,7 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
 
     if settings.reply_domain is None:
         raise ConfigError("reply-test needs MAILGATE_REPLY_DOMAIN (replies go to reply+<token>@it)")
+    keys = secrets_for(settings, create=False)
     with _client(args, settings) as client:
         response = _call(client, "GET", f"/requests/{args.id}")
     if response.status_code != 200:
@@ -383,7 +461,7 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
         view,
         waiting[-1],
         answer=f"{args.answer.capitalize()}. {args.reason}".strip(),
-        secrets=secrets_for(settings),
+        secrets=keys,
         reply_domain=settings.reply_domain,
         our_sender=settings.mail_from,
         now=datetime.now(UTC),
@@ -391,12 +469,28 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
     host = health.local_host(settings.inbound_host)
 
     async def send() -> None:
-        import aiosmtplib
-
         await aiosmtplib.send(message, hostname=host, port=settings.inbound_port)
 
     try:
         asyncio.run(send())
+    except aiosmtplib.SMTPConnectError as exc:
+        print(
+            f"mailgate: no reply listener answers at {host}:{settings.inbound_port} ({exc}). "
+            "`mailgate serve` starts it only when MAILGATE_REPLY_DOMAIN is set: restart serve "
+            f"with MAILGATE_REPLY_DOMAIN={settings.reply_domain} (and the same "
+            "MAILGATE_INBOUND_HOST/MAILGATE_INBOUND_PORT as here)",
+            file=sys.stderr,
+        )
+        return 1
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        print(
+            f"mailgate: the listener refused the reply address ({exc}). It was signed with "
+            f"{secret_source(settings)}; if `mailgate serve` signs with other keys (it logs "
+            '"signing with …" at start), run reply-test with the same MAILGATE_DATA_DIR or '
+            "MAILGATE_SECRET",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as exc:  # report any SMTP failure to the operator as it is
         print(
             f"mailgate: the listener at {host}:{settings.inbound_port} refused: {exc}",
@@ -404,7 +498,8 @@ def _reply_test(args: argparse.Namespace, settings: config.Settings) -> int:
         )
         return 1
     print(
-        f"replied {args.answer!r} to {args.id} as {view['approver']} via smtp://{host}:{settings.inbound_port}"
+        f"replied {args.answer!r} to {args.id} as {view['approver']} via "
+        f"smtp://{host}:{settings.inbound_port}, signed with {secret_source(settings)}"
     )
     return 0
 
@@ -417,10 +512,10 @@ def _mail_test(args: argparse.Namespace, settings: config.Settings) -> int:
     async def run() -> bytes:
         return await send_sample(
             args.to,
-            mailer=Mailer(smtp_settings(settings), dkim_signer_for(settings)),
+            mailer=Mailer(smtp_settings(settings), dkim_signer_for(settings, create=False)),
             sender=settings.mail_from,
             reply_domain=settings.reply_domain,
-            secrets=secrets_for(settings),
+            secrets=_sample_keys(settings),
             public_url=settings.public_url,
         )
 
@@ -448,6 +543,15 @@ def _dkim_dns(args: argparse.Namespace, settings: config.Settings) -> int:
     print(f"; value: {record.value}")
     print(record.zone_line())
     return 0
+
+
+def _sample_keys(settings: config.Settings) -> tuple[str, ...]:
+    """The sample's reply address names no round, so any key may sign it: serve's when there
+    are any, else a throwaway one rather than a data dir made just for a test email."""
+    try:
+        return secrets_for(settings, create=False)
+    except ConfigError:
+        return (pysecrets.token_urlsafe(32),)
 
 
 def _healthcheck(args: argparse.Namespace, settings: config.Settings) -> int:

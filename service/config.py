@@ -8,7 +8,7 @@ stops the process with a message naming the variable. The same table drives
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 
 from service.errors import ConfigError
 
@@ -41,6 +42,16 @@ def parse_duration(value: Any) -> float:
         msg = f"{value!r} is not a duration like 90s, 15m, 24h or 7d"
         raise ValueError(msg)
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as it would be written: the largest unit that divides it (``7d``, ``90s``)."""
+    millis = round(seconds * 1000)
+    for unit in ("d", "h", "m", "s"):
+        size = round(_UNIT_SECONDS[unit] * 1000)
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
 
 
 def _flag(value: Any) -> bool:
@@ -100,15 +111,17 @@ class Settings(BaseModel):
     )
 
     data_dir: Path = Field(
-        Path(".mailgate"),
         alias="MAILGATE_DATA_DIR",
-        description="Where the embedded engine, the generated secret and the page cache live.",
+        description="Where the embedded engine, the generated secret and the page cache live. "
+        "Unset: ./.mailgate if the current directory has one, else $XDG_DATA_HOME/mailgate "
+        "(~/.local/share/mailgate).",
     )
     secret: Csv = Field(
         (),
         alias="MAILGATE_SECRET",
         description="Signing keys, comma-separated, oldest first (newest signs). "
-        "Generated into the data dir when unset in embedded mode; required with RESONATE_URL.",
+        "Generated into the data dir when unset in embedded mode; required with RESONATE_URL, "
+        "each key at least 16 characters.",
     )
     http_host: str = Field(
         "127.0.0.1", alias="MAILGATE_HTTP_HOST", description="Gateway bind address."
@@ -341,10 +354,41 @@ class Settings(BaseModel):
                 value = ",".join(f"{n}:******" for n, _ in value)
             elif isinstance(value, tuple):
                 value = ",".join(value)
+            if _is_duration(field):
+                value = format_duration(value)
             if name in SECRET_FIELDS and value and name != "api_tokens":
                 value = "******"
             shown[str(field.alias)] = "" if value is None else str(value)
         return shown
+
+
+DATA_DIR = "MAILGATE_DATA_DIR"
+#: The default data dir of release 0.1, relative to wherever a command ran.
+LEGACY_DATA_DIR = ".mailgate"
+
+
+def data_dir(env: Mapping[str, str], cwd: Path) -> tuple[Path, str]:
+    """The data dir as an absolute path, and why it is that one (for the start-up line).
+
+    Release 0.1 kept its data in ``./.mailgate`` of whatever directory a command ran in, so a
+    command run elsewhere silently used (or made) another one. Now the default is the user's
+    data directory, the same from anywhere; but a ``./.mailgate`` that exists keeps being used,
+    because moving it would strand the requests waiting in it and kill every link sent.
+    """
+    chosen = env.get(DATA_DIR, "").strip()
+    if chosen:
+        return cwd / Path(chosen).expanduser(), f"{DATA_DIR}"
+    legacy = cwd / LEGACY_DATA_DIR
+    if legacy.is_dir():
+        return legacy, f"an existing ./{LEGACY_DATA_DIR} here; set {DATA_DIR} to use another"
+    xdg = env.get("XDG_DATA_HOME", "")
+    home = Path(env.get("HOME") or Path.home())
+    base = Path(xdg) if Path(xdg).is_absolute() else home / ".local" / "share"
+    return base / "mailgate", f"the default; set {DATA_DIR} to use another"
+
+
+def _is_duration(field: FieldInfo) -> bool:
+    return any(getattr(part, "func", None) is parse_duration for part in field.metadata)
 
 
 def variables() -> dict[str, str]:
@@ -352,14 +396,35 @@ def variables() -> dict[str, str]:
     return {str(f.alias): str(f.description) for f in Settings.model_fields.values()}
 
 
-def load(env: Mapping[str, str]) -> Settings:
+def load(
+    env: Mapping[str, str], *, needs: Collection[str] | None = None, cwd: Path | None = None
+) -> Settings:
+    """Settings from ``env``; ``needs`` names the variables a command uses, when not all.
+
+    A bad value stops a command only if the command reads it: ``mailgate status`` talks to the
+    gateway and has no business refusing to run over a mistyped SMTP port. A bad value it does
+    not read is left out, so its default stands in. The data dir is resolved here, once, to an
+    absolute path (see ``data_dir``).
+    """
     known = variables()
     given = {key: value for key, value in env.items() if key in known}
+    given[DATA_DIR] = str(data_dir(env, Path.cwd() if cwd is None else cwd)[0])
     try:
         return Settings.model_validate(given)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(f"{name}={given.get(name, '')!r}: {error['msg']}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+        problems = _problems(exc, given)
+    needed = [
+        problem for name, problem in problems if needs is None or name in needs or name not in given
+    ]
+    if needed:
+        raise ConfigError("invalid configuration: " + "; ".join(needed))
+    unread = {name for name, _ in problems}
+    return Settings.model_validate({k: v for k, v in given.items() if k not in unread})
+
+
+def _problems(exc: ValidationError, given: Mapping[str, str]) -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        problems.append((name, f"{name}={given.get(name, '')!r}: {error['msg']}"))
+    return problems

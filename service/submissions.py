@@ -8,7 +8,6 @@ once the previous one has finished.
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from service.domain import Request, generation_of, normalize_email, normalize_ur
 from service.errors import MailgateError
 from service.ledger import Ledger
 from service.status import FINISHED_STATES
+from service.steps.guard import host_refusal
 
 
 class InvalidSubmission(MailgateError):
@@ -84,7 +84,8 @@ async def submit(
 
 
 def check_url(value: object, field: str, policy: Policy) -> str:
-    """Shape only; where the URL leads is checked by the fetcher's guard when it is fetched."""
+    """Shape, and hosts refused however they resolve; where a name leads is checked by the
+    fetcher's guard when it is fetched."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidSubmission(f"{field}: a URL is required")
     try:
@@ -99,8 +100,9 @@ def check_url(value: object, field: str, policy: Policy) -> str:
         parsed.host.encode("idna")
     except UnicodeError:
         raise InvalidSubmission(f"{field}: {parsed.host} is not a valid host name") from None
-    if not policy.allow_private_urls and _is_private_literal(parsed.host):
-        raise InvalidSubmission(f"{field}: {parsed.host} is a private or loopback address")
+    refused = host_refusal(parsed.host, allow_private=policy.allow_private_urls)
+    if refused is not None:
+        raise InvalidSubmission(f"{field}: {refused}")
     return normalize_url(str(parsed))
 
 
@@ -125,13 +127,3 @@ def _allowed(address: str, allowed: Sequence[str]) -> bool:
         if entry == address:
             return True
     return False
-
-
-def _is_private_literal(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return not address.is_global

@@ -19,6 +19,22 @@ from service.app import Mailgate, Roles
 from service.testing import FakeOllama
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshots",
+        metavar="DIR",
+        type=Path,
+        help="keep the browser tests' screenshots in DIR (`--screenshots docs` refreshes the "
+        "README's pictures); by default they go to each test's temporary directory",
+    )
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    chosen: Path | None = request.config.getoption("--screenshots")
+    return tmp_path if chosen is None else chosen
+
+
 @pytest.fixture
 def page_server() -> Iterator[PageServer]:
     server = PageServer()

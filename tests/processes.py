@@ -39,10 +39,20 @@ def serve_env(tmp_path: Path, port: int, **values: str) -> dict[str, str]:
 class Process:
     """One ``python -m service <role>``; its output goes to a log file kept for failures."""
 
-    def __init__(self, role: str, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        role: str,
+        env: dict[str, str],
+        log: Path,
+        *,
+        mailgate: tuple[str, ...] = (sys.executable, "-m", "service"),
+        cwd: Path = ROOT,
+    ) -> None:
         self.role = role
         self.env = env
         self.log = log
+        self.mailgate = mailgate
+        self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -51,8 +61,8 @@ class Process:
         with self.log.open("ab") as out:
             out.write(f"\n==== start {self.starts} of `mailgate {self.role}`\n".encode())
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "service", self.role],
-                cwd=ROOT,
+                [*self.mailgate, self.role],
+                cwd=self.cwd,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -22,11 +23,11 @@ pytestmark = pytest.mark.slow
 
 
 def mailgate(
-    *args: str, env: dict[str, str], timeout: float = 60
+    *args: str, env: dict[str, str], timeout: float = 60, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -67,7 +68,7 @@ def test_split_roles_need_resonate_url_and_secret(tmp_path: Path):
 def test_split_roles_that_send_mail_need_the_shared_dkim_key(tmp_path: Path, role: str):
     env = clean_env(
         RESONATE_URL="http://127.0.0.1:9",
-        MAILGATE_SECRET="split-secret",
+        MAILGATE_SECRET="split-secret-shared-by-every-role",
         MAILGATE_REPLY_DOMAIN="mailgate.test",
         MAILGATE_DATA_DIR=str(tmp_path),
     )
@@ -95,6 +96,23 @@ def test_dkim_dns_prints_the_record_of_the_key_that_signs(tmp_path: Path):
     assert f"p={public_key_base64(private_key())}" in given.stdout
 
 
+def test_split_roles_refuse_a_secret_shorter_than_a_generated_one():
+    result = mailgate(
+        "worker", env=clean_env(RESONATE_URL="http://127.0.0.1:9", MAILGATE_SECRET="x")
+    )
+    assert result.returncode == 2
+    assert "MAILGATE_SECRET" in result.stderr and "at least 16" in result.stderr
+
+
+def test_status_is_not_stopped_by_a_bad_smtp_port():
+    env = clean_env(MAILGATE_SMTP_PORT="smtp", MAILGATE_HTTP_PORT=str(free_port()))
+    status = mailgate("status", env=env)
+    assert "cannot reach the gateway" in status.stderr
+    assert "MAILGATE_SMTP_PORT" not in status.stderr
+    served = mailgate("serve", env=env)
+    assert served.returncode == 2 and "MAILGATE_SMTP_PORT" in served.stderr
+
+
 def test_config_check_masks_secrets():
     result = mailgate(
         "config-check", env=clean_env(MAILGATE_SECRET="s3cret-value", MAILGATE_SMTP_PASSWORD="pw1")
@@ -103,6 +121,7 @@ def test_config_check_masks_secrets():
     assert "MAILGATE_SECRET=******" in result.stdout
     assert "s3cret-value" not in result.stdout and "pw1" not in result.stdout
     assert "MAILGATE_HTTP_PORT=9000" in result.stdout
+    assert "MAILGATE_DECISION_TTL=7d" in result.stdout
 
 
 async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_server):
@@ -158,6 +177,39 @@ async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_serv
         assert serve.terminate() == 0
 
 
+def test_commands_that_only_read_create_no_data_dir(tmp_path: Path):
+    home, cwd = tmp_path / "home", tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = clean_env(
+        HOME=str(home),
+        XDG_DATA_HOME=str(home / "data"),
+        MAILGATE_HTTP_PORT=str(free_port()),
+        MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
+    )
+    assert mailgate("config-check", env=env, cwd=cwd).returncode == 0
+    assert "cannot reach the gateway" in mailgate("status", env=env, cwd=cwd).stderr
+    replied = mailgate("reply-test", "mg-0123", "yes", env=env, cwd=cwd)
+    assert replied.returncode == 2
+    assert f"data dir {home / 'data' / 'mailgate'} (the default" in replied.stderr
+    assert f"no signing secret at {home / 'data' / 'mailgate' / 'secret'}" in replied.stderr
+    assert list(cwd.iterdir()) == [] and not home.exists()
+
+
+def test_an_existing_dot_mailgate_is_used_and_named(tmp_path: Path):
+    project = tmp_path / "project"
+    (project / ".mailgate").mkdir(parents=True)
+    (project / ".mailgate" / "secret").write_text("a-secret-written-by-release-0.1\n")
+    env = clean_env(
+        HOME=str(tmp_path / "home"),
+        MAILGATE_HTTP_PORT=str(free_port()),
+        MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
+    )
+    replied = mailgate("reply-test", "mg-0123", "yes", env=env, cwd=project)
+    assert f"data dir {project / '.mailgate'} (an existing ./.mailgate here" in replied.stderr
+    assert "cannot reach the gateway" in replied.stderr
+    assert not (tmp_path / "home").exists()
+
+
 async def test_reply_test_plays_the_approver(tmp_path: Path, page_server):
     port, inbound = free_port(), free_port()
     env = _serve_env(
@@ -172,10 +224,31 @@ async def test_reply_test_plays_the_approver(tmp_path: Path, page_server):
             mailgate, "submit", page_server.base + "/article", "--to", "alice@example.com", env=env
         )
         request_id = submitted.stdout.strip()
+        assert f"data dir {tmp_path / 'data'} (MAILGATE_DATA_DIR)" in serve.output()
+        assert f"signing with the secret in {tmp_path / 'data' / 'secret'}" in serve.output()
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "secret").write_text("a-secret-serve-never-saw-0123456789\n")
         async with httpx.AsyncClient(base_url=base) as client:
             await _wait_rounds(client, request_id, 1)
+            stray = await asyncio.to_thread(
+                mailgate,
+                "reply-test",
+                request_id,
+                "no",
+                env={**env, "MAILGATE_DATA_DIR": str(other)},
+                cwd=tmp_path,
+            )
+            assert stray.returncode == 1
+            assert f"signed with the secret in {other / 'secret'}" in stray.stderr
             no = await asyncio.to_thread(
-                mailgate, "reply-test", request_id, "no", "Mention the crabs.", env=env
+                mailgate,
+                "reply-test",
+                request_id,
+                "no",
+                "Mention the crabs.",
+                env=env,
+                cwd=tmp_path,
             )
             assert no.returncode == 0, no.stderr
             await _wait_rounds(client, request_id, 2)
@@ -193,6 +266,31 @@ async def test_reply_test_plays_the_approver(tmp_path: Path, page_server):
         serve.terminate()
 
 
+async def test_reply_test_without_a_listener_says_how_to_start_one(tmp_path: Path, page_server):
+    port = free_port()
+    env = _serve_env(tmp_path, port, MAILGATE_INBOUND_PORT=str(free_port()))
+    serve = Process("serve", env, tmp_path / "serve.log")
+    serve.start()
+    try:
+        await serve.wait_http(f"http://127.0.0.1:{port}/healthz")
+        submitted = await asyncio.to_thread(
+            mailgate, "submit", page_server.base + "/article", "--to", "alice@example.com", env=env
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await _wait_rounds(client, submitted.stdout.strip(), 1)
+        reply = await asyncio.to_thread(
+            mailgate,
+            "reply-test",
+            submitted.stdout.strip(),
+            "yes",
+            env={**env, "MAILGATE_REPLY_DOMAIN": REPLY_DOMAIN},
+        )
+    finally:
+        serve.terminate()
+    assert reply.returncode == 1
+    assert f"restart serve with MAILGATE_REPLY_DOMAIN={REPLY_DOMAIN}" in reply.stderr
+
+
 async def _wait_rounds(client: httpx.AsyncClient, request_id: str, count: int) -> None:
     async with asyncio.timeout(30):
         while True:
@@ -206,7 +304,7 @@ async def test_split_role_waits_for_the_engine(tmp_path: Path):
     engine_port, http_port = free_port(), free_port()
     env = clean_env(
         RESONATE_URL=f"http://127.0.0.1:{engine_port}",
-        MAILGATE_SECRET="s",
+        MAILGATE_SECRET="waits-for-the-engine-secret",
         MAILGATE_HTTP_PORT=str(http_port),
         MAILGATE_ENGINE_PORT=str(engine_port),
         MAILGATE_DATA_DIR=str(tmp_path / "engine"),
@@ -226,15 +324,20 @@ async def test_split_role_waits_for_the_engine(tmp_path: Path):
         assert engine.terminate() == 0
 
 
-async def test_mail_test_sends_a_sample_through_the_configured_server(start_sink, tmp_path):
+async def test_mail_test_sends_a_sample_through_the_configured_server(tmp_path: Path, start_sink):
     sink = await start_sink()
     env = clean_env(
         MAILGATE_SMTP_PORT=str(sink.port),
         MAILGATE_FROM="Mailgate <m@mailgate.test>",
-        MAILGATE_DATA_DIR=str(tmp_path),
+        MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
+        HOME=str(tmp_path / "home"),
+        XDG_DATA_HOME="",
     )
-    sent = await asyncio.to_thread(mailgate, "mail-test", "--to", "ops@example.com", env=env)
+    sent = await asyncio.to_thread(
+        mailgate, "mail-test", "--to", "ops@example.com", env=env, cwd=tmp_path
+    )
     assert sent.returncode == 0, sent.stderr
+    assert await asyncio.to_thread(os.listdir, tmp_path) == [], "mail-test made a data dir"
     assert sink.received[0].message["To"] == "ops@example.com"
     if spamcheck.spamassassin() is None:
         assert "SpamAssassin is not installed" in sent.stdout

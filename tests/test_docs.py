@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from service import config
@@ -16,7 +17,45 @@ def test_every_setting_is_documented_in_the_readme():
 
 
 def test_readme_first_screen_has_the_two_commands():
-    head = README.read_text().split("---", 1)[0]
-    assert "scripts/try" in head and "scripts/test" in head
+    head = README.read_text().split("\n---\n", 1)[0]
+    (block,) = re.findall(r"```sh\n(.*?)```", head, flags=re.DOTALL)
+    assert [line.split()[0] for line in block.splitlines()] == ["scripts/try", "scripts/test"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "scripts/test" in ci
+
+
+def test_readme_goes_in_the_order_a_newcomer_needs():
+    """Two commands; then serve, submit, decide; then MailHog; the depth lives in docs/."""
+    text = README.read_text()
+    headings = re.findall(r"^## (.+)$", text, flags=re.MULTILINE)
+    assert headings[:2] == ["Serve, submit, decide", "See the email: MailHog"]
+    first_steps = _section(text, "Serve, submit, decide")
+    assert first_steps.index("source .venv/bin/activate") < first_steps.index("mailgate serve")
+    assert first_steps.index("mailgate serve") < first_steps.index("mailgate submit")
+    assert "mailgate decide" in first_steps
+    mailhog = _section(text, "See the email: MailHog")
+    assert "docker run" in mailhog
+    assert "go install github.com/mailhog/MailHog" in mailhog and "mailpit" in mailhog.lower()
+
+
+def test_every_local_link_in_the_docs_leads_somewhere():
+    root = README.parent
+    for page in [README, *sorted((root / "docs").glob("*.md"))]:
+        for target in re.findall(r"(?:\]\(|src=\")([^)\"#]+)", page.read_text()):
+            if ":" not in target:
+                assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+    linked = set(re.findall(r"\((docs/[^)#]+\.md)\)", README.read_text()))
+    assert linked == {f"docs/{p.name}" for p in (root / "docs").glob("*.md")}
+
+
+def _section(text: str, heading: str) -> str:
+    return text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_says_how_to_get_python_312_where_the_error_points():
+    text = README.read_text()
+    section = _section(text, "Python 3.12")
+    assert "Debian 12" in section and "Ubuntu 22.04" in section
+    assert "uv python install 3.12" in section and "pyenv install 3.12" in section
+    finder = (README.parent / "scripts" / "find-python").read_text()
+    assert r"README.md, \"Python 3.12\"" in finder, "the error points at that section"

@@ -89,7 +89,8 @@ async def test_ssrf_guard_refuses_loopback_end_to_end(
         "/requests", json={"url": url, "email": "erin@example.com"}
     )
     assert response.status_code == 422
-    assert "private or loopback" in response.json()["error"]
+    error = response.json()["error"]
+    assert expected in error and "set MAILGATE_ALLOW_PRIVATE_URLS=1" in error, error
     assert page_server.hits.get("/article", 0) == 0
 
 
@@ -120,6 +121,28 @@ async def test_private_callback_urls_are_refused(start_mailgate):
     response = await mailgate.client.post("/requests", json=body)
     assert response.status_code == 422
     assert response.json()["error"].startswith("callback_url:")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+    ],
+)
+async def test_metadata_urls_are_refused_at_submit_even_when_private_ones_are_allowed(
+    start_mailgate, url
+):
+    mailgate = await start_mailgate(MAILGATE_ALLOW_PRIVATE_URLS="1")
+    for body in (
+        {"url": url, "email": "erin@example.com"},
+        {"url": "https://example.com/", "email": "erin@example.com", "callback_url": url},
+    ):
+        response = await mailgate.client.post("/requests", json=body)
+        assert response.status_code == 422, response.text
+        assert "cloud metadata address" in response.json()["error"]
+        assert "never" in response.json()["error"]
 
 
 async def test_file_urls_are_refused(start_mailgate):

@@ -48,7 +48,7 @@ async def test_split_roles_survive_a_worker_kill(
     with FakeOllama(delay_s=0.3) as fake:
         common = {
             "RESONATE_URL": f"http://127.0.0.1:{engine_port}",
-            "MAILGATE_SECRET": "split-secret",
+            "MAILGATE_SECRET": "split-secret-shared-by-every-role",
             "MAILGATE_DKIM_KEY_FILE": str(write_key(tmp_path)),
             "MAILGATE_PUBLIC_URL": base,
             "MAILGATE_HTTP_PORT": str(http_port),
@@ -166,7 +166,7 @@ async def test_split_gateway_shows_why_the_worker_waits(tmp_path: Path, page_ser
         env = {
             "RESONATE_URL": f"http://127.0.0.1:{engine_port}",
             "MAILGATE_ENGINE_PORT": str(engine_port),
-            "MAILGATE_SECRET": "split-secret",
+            "MAILGATE_SECRET": "split-secret-shared-by-every-role",
             "MAILGATE_DKIM_KEY_FILE": str(write_key(tmp_path)),
             "MAILGATE_HTTP_PORT": str(http_port),
             "MAILGATE_SUMMARIZER": "ollama",

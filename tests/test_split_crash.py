@@ -49,7 +49,7 @@ async def test_kill_engine_gateway_and_worker(tmp_path: Path, start_sink, page_s
         env = {
             "RESONATE_URL": f"http://127.0.0.1:{engine_port}",
             "MAILGATE_ENGINE_PORT": str(engine_port),
-            "MAILGATE_SECRET": "split-secret",
+            "MAILGATE_SECRET": "split-secret-shared-by-every-role",
             "MAILGATE_DKIM_KEY_FILE": str(write_key(tmp_path)),
             "MAILGATE_PUBLIC_URL": base,
             "MAILGATE_HTTP_PORT": str(http_port),

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from service.errors import BadToken, ExpiredToken, MailgateError
 from service.gateway import routes
 from service.gateway.context import Gateway, Unauthorized
+from service.gateway.request_page import request_page
 from service.submissions import InvalidSubmission
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def build_app(gateway: Gateway) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", routes.dashboard, name="dashboard"),
+            Route("/dashboard/{request_id}", request_page, name="request_page"),
             Route("/login", routes.login, methods=["GET", "POST"], name="login"),
             Route("/healthz", routes.healthz),
             Route("/readyz", routes.readyz),
@@ -66,7 +68,9 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     message = str(exc) if isinstance(exc, MailgateError | ConnectorError) else title
     if status == 503:
         logger.warning("engine unavailable on %s: %s", request.url.path, exc)
-    for_browser = request.url.path == "/" or request.url.path.startswith(("/decide", "/login"))
+    for_browser = request.url.path == "/" or request.url.path.startswith(
+        ("/decide", "/login", "/dashboard")
+    )
     if routes.wants_json(request) or not for_browser:
         return JSONResponse({"error": message}, status_code=status)
     gateway: Gateway = request.app.state.gateway

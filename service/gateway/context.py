@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
+import jinja2
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
-from service import tokens
+from service import templating, tokens
 from service.decisions import Decisions
 from service.errors import MailgateError
 from service.gateway import auth
@@ -19,13 +20,23 @@ from service.ledger import Ledger
 from service.metrics import Metrics
 from service.submissions import Policy
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "pages"
 #: What a caller may say about itself (``mailgate`` sends ``cli``): kept as an untrusted hint.
 CLIENT_HEADER = "x-mailgate-client"
 
 
 class Unauthorized(MailgateError):
     pass
+
+
+def pages() -> jinja2.Environment:
+    environment = jinja2.Environment(loader=templating.loader("pages"), autoescape=True)
+    environment.filters["when"] = when
+    return environment
+
+
+def when(epoch_ms: int) -> str:
+    """A moment on the operator's pages; UTC, as in the logs, so the two can be matched."""
+    return f"{datetime.fromtimestamp(epoch_ms / 1000, UTC):%Y-%m-%d %H:%M} UTC"
 
 
 @dataclass
@@ -44,7 +55,7 @@ class Gateway:
 
     @classmethod
     def create(cls, **kwargs: Any) -> Gateway:
-        return cls(templates=Jinja2Templates(directory=TEMPLATES), **kwargs)
+        return cls(templates=Jinja2Templates(env=pages()), **kwargs)
 
     def principal(self, request: Request) -> str | None:
         return auth.principal(request, self.api_tokens, self.secrets, self.clock())

@@ -322,7 +322,8 @@ async def dashboard(request: Request) -> Response:
     gw = gateway(request)
     if gw.principal(request) is None:
         return RedirectResponse("/login", status_code=303)
-    page = await gw.ledger.listing(limit=LISTING_LIMIT_DEFAULT)
+    cursor = request.query_params.get("cursor") or None
+    page = await gw.ledger.listing(limit=LISTING_LIMIT_DEFAULT, cursor=cursor)
     return gw.render(request, "dashboard.html", {"views": page.rows, "cursor": page.cursor})
 
 

@@ -24,16 +24,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import css_inline
 import jinja2
 
+from service import templating
 from service.domain import Ask
 from service.reply_tokens import mint_reply_token
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "email"
 SUBJECT_MAX_CHARS = 69
 """"Subject: " and 69 ASCII characters make a 78-character line, which is never folded. A longer
 subject may be folded before its first word ("Subject:" alone on its line), and MailHog and some
@@ -169,7 +168,7 @@ def _page_in(url: str, budget: int) -> str:
 @functools.cache
 def _templates() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        loader=templating.loader("email"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -8,9 +8,11 @@ and uses no Bayes database, so checking a message changes nothing on the machine
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 PROGRAM = "spamassassin"
@@ -54,14 +56,18 @@ def spamassassin() -> str | None:
 def score(
     data: bytes, *, program: str = PROGRAM, timeout_s: float = TIMEOUT_S_DEFAULT
 ) -> SpamReport:
-    """Score a whole message (headers and body, as sent)."""
-    done = subprocess.run(  # noqa: S603 (a fixed program with fixed arguments)
-        [program, *ARGUMENTS],
-        input=data,
-        capture_output=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    """Score a whole message (headers and body, as sent). SpamAssassin makes a
+    ``~/.spamassassin`` whatever its flags say, so it runs with a home of its own that is
+    thrown away: checking a sample leaves nothing in the operator's home."""
+    with tempfile.TemporaryDirectory(prefix="mailgate-spamcheck-") as home:
+        done = subprocess.run(  # noqa: S603 (a fixed program with fixed arguments)
+            [program, *ARGUMENTS],
+            input=data,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+            env={**os.environ, "HOME": home},
+        )
     return parse_report(done.stdout.decode("utf-8", "replace"), problem=done.stderr.decode())
 
 

@@ -15,6 +15,8 @@ backend would do the same through httpx internals.
 
 Cloud metadata endpoints are refused even when private addresses are allowed: no page worth
 summarizing lives there, and a leaked instance credential is the classic SSRF prize.
+``host_refusal`` judges a host as written, before any lookup, so a submission that can never
+be fetched is refused at once, with the setting that would allow it when there is one.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ SCHEMES = ("http", "https")
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
 )
+#: Names the clouds give their metadata service; they resolve to a metadata address inside.
+METADATA_HOSTS = frozenset(
+    {"metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
+)
+LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain"})
+METADATA = "a cloud metadata address"
+ALLOW_PRIVATE_HINT = "set MAILGATE_ALLOW_PRIVATE_URLS=1 to allow private and loopback addresses"
+NEVER_HINT = "Mailgate never fetches those, even with MAILGATE_ALLOW_PRIVATE_URLS"
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _UNRESOLVABLE = frozenset({socket.EAI_NONAME, socket.EAI_NODATA, socket.EAI_FAIL})
@@ -59,7 +69,7 @@ class Destination:
 def refusal(ip: IPAddress) -> str | None:
     """Why Mailgate must not connect to ``ip`` (private networks refused), or None if public."""
     if ip in METADATA_ADDRESSES:
-        return "a cloud metadata address"
+        return METADATA
     for inner in _embedded_ipv4(ip):
         reason = refusal(inner)
         if reason is not None:
@@ -79,9 +89,30 @@ def refusal(ip: IPAddress) -> str | None:
 
 def allowed(ip: IPAddress, *, allow_private: bool) -> str | None:
     """The refusal that applies under the chosen policy, or None."""
-    if ip in METADATA_ADDRESSES:
-        return "a cloud metadata address"
+    if _is_metadata(ip):
+        return METADATA
     return None if allow_private else refusal(ip)
+
+
+def host_refusal(host: str, *, allow_private: bool) -> str | None:
+    """Why a URL naming ``host`` is refused before any lookup, with what to do about it; None
+    when only a lookup can tell (the fetch checks every address the name resolves to)."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name in METADATA_HOSTS:
+        reason: str | None = METADATA
+    elif name in LOOPBACK_HOSTS or name.endswith(".localhost"):
+        reason = "a loopback address"
+    else:
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            return None
+        reason = allowed(ip, allow_private=False)
+    if reason is None:
+        return None
+    if reason == METADATA:
+        return f"{host} is {METADATA}; {NEVER_HINT}"
+    return None if allow_private else f"{host} is {reason}; {ALLOW_PRIVATE_HINT}"
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
@@ -121,7 +152,8 @@ async def check_url(
         reason = allowed(ip, allow_private=allow_private)
         if reason is not None:
             shown = host if host == str(ip) else f"{host} ({ip})"
-            raise BlockedUrl(f"refusing to fetch {shown}: {reason}")
+            hint = "" if reason == METADATA else f" ({ALLOW_PRIVATE_HINT})"
+            raise BlockedUrl(f"refusing to fetch {shown}: {reason}{hint}")
     return Destination(url=parsed, host=host, port=port, addresses=addresses)
 
 
@@ -139,6 +171,10 @@ def pinned_request(
     request.url = request.url.copy_with(host=str(address))
     request.extensions["sni_hostname"] = destination.host
     return request
+
+
+def _is_metadata(ip: IPAddress) -> bool:
+    return ip in METADATA_ADDRESSES or any(i in METADATA_ADDRESSES for i in _embedded_ipv4(ip))
 
 
 def _embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -61,6 +61,7 @@ CONNECT_TIMEOUT_S = 10.0
 TEMPERATURE = 0.2
 
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s")
+_ENDS_LIKE_A_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*$")
 _WORD = re.compile(r"^[^\W\d_](?:[^\W\d_]|['-])*$")
 _ABBREVIATIONS = ("e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "inc", "ltd", "no")
 
@@ -295,14 +296,15 @@ class ExtractiveSummarizer:
         return Summary(chosen, self.name, self.model)
 
     def _pick(self, text: str, history: Sequence[Feedback]) -> str:
-        """Each extracted line is its own paragraph, so a heading never runs into the next
-        sentence; headings, menus and repeats (lines under ``MIN_SENTENCE_WORDS``) are only
-        used when the page has nothing longer."""
+        """Each extracted line is its own paragraph, so no sentence spans two lines. Lines
+        that do not end like a sentence (headings, menus, captions) and short ones are only
+        used when the page has nothing better, and then keep a line of their own: glued to
+        the next sentence, "Why hedgehogs roll into balls" would read as its first words."""
         paragraphs = "\n\n".join(line.strip() for line in text.splitlines() if line.strip())
         document = PlaintextParser.from_string(paragraphs, self._tokenizer).document
         unique = list({str(s): s for s in document.sentences}.values())
         full = [s for s in unique if len(s.words) >= MIN_SENTENCE_WORDS]
-        sentences = full or unique
+        sentences = [s for s in full if _ENDS_LIKE_A_SENTENCE.search(str(s))] or full or unique
         if not sentences:
             msg = "the page has no sentences to summarize"
             raise EmptySummary(msg)
@@ -319,7 +321,7 @@ class ExtractiveSummarizer:
         count = self._sentences
         while True:
             best = set(ranked[:count])
-            summary = " ".join(str(s) for s in sentences if s in best)
+            summary = _joined(str(s) for s in sentences if s in best)
             if summary not in rejected or count >= len(ranked):
                 return summary
             count += 1
@@ -327,6 +329,16 @@ class ExtractiveSummarizer:
     def _stems(self, words: tuple[str, ...]) -> set[str]:
         normalized = (self._ranker.normalize_word(w) for w in words)
         return {self._ranker.stem_word(w) for w in normalized if w not in self._ranker.stop_words}
+
+
+def _joined(sentences: Iterable[str]) -> str:
+    """Sentences run on after a full stop; after anything else a new line starts."""
+    text = ""
+    for sentence in sentences:
+        if text:
+            text += " " if _ENDS_LIKE_A_SENTENCE.search(text) else "\n"
+        text += sentence
+    return text
 
 
 class _OfflineTokenizer:

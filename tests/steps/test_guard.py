@@ -12,6 +12,7 @@ from service.steps.guard import (
     Destination,
     allowed,
     check_url,
+    host_refusal,
     pinned_request,
     refusal,
     system_resolve,
@@ -153,3 +154,44 @@ async def test_pinned_request_brackets_an_ipv6_address_and_omits_default_ports()
     assert request.url.host == "2606:2800:220:1:248:1893:25c8:1946"
     assert str(request.url).startswith("https://[2606:2800:220:1:248:1893:25c8:1946]/")
     assert request.headers["host"] == "news.example"
+
+
+def test_metadata_embedded_in_ipv6_stays_refused_with_allow_private() -> None:
+    ip = ipaddress.ip_address("::ffff:169.254.169.254")
+    assert allowed(ip, allow_private=True) == "a cloud metadata address"
+
+
+@pytest.mark.parametrize(
+    ("host", "allow_private", "says"),
+    [
+        ("127.0.0.1", False, ["127.0.0.1 is a loopback address", "MAILGATE_ALLOW_PRIVATE_URLS=1"]),
+        ("localhost", False, ["loopback", "MAILGATE_ALLOW_PRIVATE_URLS=1"]),
+        ("10.1.2.3", False, ["private", "MAILGATE_ALLOW_PRIVATE_URLS=1"]),
+        ("169.254.169.254", True, ["cloud metadata", "never fetches"]),
+        ("169.254.169.254", False, ["cloud metadata", "never fetches"]),
+        ("::ffff:169.254.169.254", True, ["cloud metadata"]),
+        ("Metadata.Google.Internal.", True, ["cloud metadata"]),
+    ],
+)
+def test_hosts_refused_before_any_lookup_say_what_would_allow_them(
+    host: str, allow_private: bool, says: list[str]
+) -> None:
+    refused = host_refusal(host, allow_private=allow_private)
+    assert refused is not None
+    assert all(part in refused for part in says), refused
+
+
+@pytest.mark.parametrize(
+    ("host", "allow_private"),
+    [("example.com", False), ("93.184.215.14", False), ("127.0.0.1", True), ("10.1.2.3", True)],
+)
+def test_hosts_only_a_lookup_can_judge_pass(host: str, allow_private: bool) -> None:
+    assert host_refusal(host, allow_private=allow_private) is None
+
+
+async def test_a_name_resolving_inside_names_the_setting_that_allows_it() -> None:
+    async def inside(host: str, port: int) -> list[str]:
+        return ["10.0.0.7"]
+
+    with pytest.raises(BlockedUrl, match="MAILGATE_ALLOW_PRIVATE_URLS=1"):
+        await check_url("http://news.example/", allow_private=False, resolve=inside)

@@ -370,3 +370,29 @@ async def test_extractive_keeps_headings_out_of_sentences():
     summary = await ExtractiveSummarizer(input_budget_chars=5000).summarize(text)
     assert summary.text.startswith("Tide pools are hollows")
     assert "How tide pools work" not in summary.text and "Home" not in summary.text
+
+
+@pytest.mark.usefixtures("no_nltk_data")
+async def test_extractive_never_glues_a_heading_to_the_next_sentence():
+    text = (
+        "Why hedgehogs roll into balls\n"
+        "When threatened, a hedgehog rolls into a tight ball of spines.\n"
+        "Muscles along its back pull the spiny skin over the head and legs.\n"
+        "How long can a hedgehog stay curled up\n"
+        "A frightened hedgehog can stay curled up for hours until the danger passes.\n"
+    )
+    summary = await ExtractiveSummarizer(input_budget_chars=5000).summarize(text)
+    assert summary.text.startswith("When threatened, a hedgehog rolls")
+    assert "balls When" not in summary.text
+    assert "Why hedgehogs" not in summary.text and "How long can" not in summary.text
+
+
+@pytest.mark.usefixtures("no_nltk_data")
+async def test_extractive_gives_lines_without_a_full_stop_a_line_each():
+    lines = [
+        "Roll into a ball of spines when threatened",
+        "Stay curled up for hours until the danger passes",
+        "Uncurl slowly and sniff the air before moving on",
+    ]
+    summary = await ExtractiveSummarizer(input_budget_chars=5000).summarize("\n".join(lines))
+    assert summary.text.splitlines() == lines
