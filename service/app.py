@@ -280,7 +280,7 @@ class Mailgate:
         if self.connection is None:
             await self._wait_for_engine(ledger)
         if self.roles.worker:
-            resonate.with_dependency(await self._deps(secrets, ledger, self.progress))
+            resonate.with_dependency(await self._deps(secrets, ledger, decisions, self.progress))
             await legacy.adopt(ledger)
         resonate.start()
         if self.roles.gateway:
@@ -351,7 +351,11 @@ class Mailgate:
         return self._server.servers[0].sockets[0].getsockname()[1]
 
     async def _deps(
-        self, secrets: tuple[str, ...], ledger: Ledger, progress: Progress
+        self,
+        secrets: tuple[str, ...],
+        ledger: Ledger,
+        decisions: Decisions,
+        progress: Progress,
     ) -> workflow.Deps:
         settings = self.settings
         self.fetcher = self._fetcher()
@@ -367,6 +371,7 @@ class Mailgate:
             pages=PageCache(settings.data_dir / "pages"),
             links=workflow.Links(settings.public_url, secrets, settings.decision_ttl),
             ledger=ledger,
+            decisions=decisions,
             progress=progress,
             metrics=self.metrics,
             round_timeout=timedelta(seconds=settings.workflow_timeout),
@@ -498,11 +503,14 @@ class Mailgate:
                 allowed_approvers=settings.allowed_approvers,
                 allow_private_urls=settings.allow_private_urls,
                 workflow_timeout_s=settings.workflow_timeout,
+                decision_ttl_s=settings.decision_ttl,
+                remind_after_s=settings.remind_after,
+                remind_every_s=settings.remind_every,
             ),
             clock=self.clock,
             secrets=secrets,
             public_url=settings.public_url,
-            link_ttl_s=settings.decision_ttl,
+            link_ttl_s=settings.workflow_timeout,
             api_tokens=ApiTokens(settings.named_api_tokens),
             metrics=self.metrics,
             workflow_version=workflow.VERSION,

@@ -10,11 +10,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from email.message import EmailMessage
 from secrets import token_hex
 from typing import Protocol, runtime_checkable
 
-from service.domain import WORKFLOW_PREFIX, Ask
-from service.mail.compose import compose_request
+from service.domain import WORKFLOW_PREFIX, Ask, Notice
+from service.mail.compose import compose_notice, compose_request, domain_of, message_id_for
 from service.mail.send import Mailer, TransientDeliveryError
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,11 @@ class Notifier(Protocol):
     name: str
 
     async def ask(self, ask: Ask) -> str | None:
-        """Deliver the request and return its Message-ID (None when it is no email); raise
-        ``Permanent`` when it can never be delivered."""
+        """Deliver the request (or its reminder: ``ask.reminder``) and return its Message-ID
+        (None when it is no email); raise ``Permanent`` when it can never be delivered."""
+
+    async def tell(self, notice: Notice) -> None:
+        """Deliver a short note about a round; same delivery rules as ``ask``."""
 
 
 class ConsoleNotifier:
@@ -35,8 +39,9 @@ class ConsoleNotifier:
     name = "console"
 
     async def ask(self, ask: Ask) -> str | None:
+        what = f"reminder {ask.reminder}: " if ask.reminder else ""
         print(
-            f"\n[mailgate] round {ask.round} of {ask.url} awaits {ask.approver}\n"
+            f"\n[mailgate] {what}round {ask.round} of {ask.url} awaits {ask.approver}\n"
             f"  summary: {ask.summary[:300]}\n"
             f"  approve: {ask.decide_url}?verdict=approve\n"
             f"  reject:  {ask.decide_url}?verdict=reject\n",
@@ -44,6 +49,9 @@ class ConsoleNotifier:
         )
         logger.info("asked %s about round %d of %s", ask.approver, ask.round, ask.url)
         return None
+
+    async def tell(self, notice: Notice) -> None:
+        print(f"\n[mailgate] to {notice.to}: {notice.subject}\n  {notice.text}\n", flush=True)
 
 
 def epoch_ms() -> int:
@@ -91,6 +99,33 @@ class SmtpNotifier:
             secrets=self._secrets,
             now=self._clock(),
         )
+        await self._deliver(message)
+        logger.info(
+            "emailed %s about round %d of %s as %s%s",
+            ask.approver,
+            ask.round,
+            ask.url,
+            message["Message-ID"],
+            f" (reminder {ask.reminder})" if ask.reminder else "",
+        )
+        return str(message["Message-ID"])
+
+    async def tell(self, notice: Notice) -> None:
+        domain = domain_of(self._sender)
+        message = compose_notice(
+            notice.to,
+            notice.subject,
+            notice.text,
+            sender=self._sender,
+            request_id=notice.request_id,
+            in_reply_to=message_id_for(notice.round_id, domain),
+            now=self._clock(),
+            message_id=message_id_for(f"{notice.round_id}#{notice.kind}", domain),
+        )
+        await self._deliver(message)
+        logger.info("emailed %s: %s", notice.to, notice.subject)
+
+    async def _deliver(self, message: EmailMessage) -> None:
         delay = self._backoff_s
         while True:
             try:
@@ -103,14 +138,6 @@ class SmtpNotifier:
                 delay = min(delay * 2, self._max_backoff_s)
             else:
                 break
-        logger.info(
-            "emailed %s about round %d of %s as %s",
-            ask.approver,
-            ask.round,
-            ask.url,
-            message["Message-ID"],
-        )
-        return str(message["Message-ID"])
 
 
 async def send_sample(
