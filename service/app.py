@@ -18,7 +18,7 @@ import secrets as pysecrets
 import ssl
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
@@ -31,7 +31,7 @@ from resonate.timing import now_ms
 from resonate_base.connections import Network, Source
 from resonate_base.error import ConnectorError
 
-from service import engine, workflow
+from service import engine, retry, workflow
 from service.config import Settings
 from service.decisions import Decisions
 from service.domain import WORKER_GROUP
@@ -48,6 +48,7 @@ from service.mail.send import Mailer, SmtpSettings, smtp_reachable
 from service.metrics import Metrics
 from service.pagecache import PageCache
 from service.progress import Progress
+from service.retry import Retry
 from service.steps.callback import CallbackSender
 from service.steps.fetch import Fetcher, HttpFetcher
 from service.steps.notify import ConsoleNotifier, Notifier, SmtpNotifier
@@ -65,6 +66,7 @@ GATEWAY_GROUP = "gateway"
 INBOX_GROUP = "inbox"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 MIN_SECRET_CHARS = 16
+ENGINE_WAIT = replace(retry.ENGINE, transient=(ServerError, ConnectorError))
 
 
 @dataclass(frozen=True)
@@ -307,23 +309,18 @@ class Mailgate:
 
     async def _wait_for_engine(self, ledger: Ledger) -> None:
         """A split role may start before its engine: wait, saying so, instead of failing."""
-        delay = 0.5
-        while True:
-            try:
-                await ledger.ping()
-            except (ServerError, ConnectorError) as exc:
-                problem = str(exc)
-            else:
-                break
+        where = self.settings.resonate_url
+
+        def waiting(failure: Retry) -> None:
             logger.warning(
                 "waiting for the engine at %s (%s); retrying in %.1fs",
-                self.settings.resonate_url,
-                problem,
-                delay,
+                where,
+                failure.error,
+                failure.delay_s,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        logger.info("engine at %s is reachable", self.settings.resonate_url)
+
+        await ENGINE_WAIT.run(ledger.ping, on_retry=waiting)
+        logger.info("engine at %s is reachable", where)
 
     async def stop(self) -> None:
         if self.inbox is not None:
@@ -385,7 +382,6 @@ class Mailgate:
             "max_bytes": settings.fetch_max_bytes,
             "timeout_s": settings.fetch_timeout,
             "attempts": settings.fetch_attempts,
-            "backoff_s": 1.0,
         }
         if settings.fetcher == "browser":
             from service.steps.browser import BrowserFetcher  # selenium only when asked for

@@ -420,16 +420,16 @@ EXIT_UNVERIFIABLE = 3
 def _audit_verify(args: argparse.Namespace, settings: config.Settings) -> int:
     """Exit 0 when every trail checked is intact, 1 when any was tampered with, 3 when some
     could only be partly checked (events signed with a key no longer configured)."""
+    path = f"/requests/{args.id}/events" if args.id else "/audit/verify"
     with _client(args, settings) as client:
-        if args.id:
-            response = _call(client, "GET", f"/requests/{args.id}/events")
-            if response.status_code != 200:
-                print(f"mailgate: {_error(response)}", file=sys.stderr)
-                return 1
-            results = [response.json()["verification"]]
-        else:
-            response = _call(client, "GET", "/audit/verify")
-            results = [json.loads(line) for line in response.text.splitlines() if line]
+        response = _call(client, "GET", path)
+    if response.status_code != 200:
+        print(f"mailgate: {_error(response)}", file=sys.stderr)
+        return 1
+    if args.id:
+        results = [response.json()["verification"]]
+    else:
+        results = [json.loads(line) for line in response.text.splitlines() if line]
     for result in results:
         print(f"{result['request_id']}  {result['verdict']:<12}  {result['events']} events")
         for problem in result["problems"]:

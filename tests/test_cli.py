@@ -173,6 +173,14 @@ async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_serv
             mailgate, "status", env={**env, "MAILGATE_API_TOKEN": "wrong"}
         )
         assert unauthorized.returncode == 1
+        verified = await asyncio.to_thread(mailgate, "audit", "verify", env=env)
+        assert verified.returncode == 0, verified.stderr
+        assert "1 request(s): 1 intact" in verified.stdout
+        refused = await asyncio.to_thread(
+            mailgate, "audit", "verify", env={**env, "MAILGATE_API_TOKEN": "wrong"}
+        )
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("mailgate: ") and "Traceback" not in refused.stderr
     finally:
         assert serve.terminate() == 0
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from email.message import EmailMessage
 from secrets import token_hex
 from typing import Protocol, runtime_checkable
 
+from service import retry
 from service.domain import WORKFLOW_PREFIX, Ask, Notice
+from service.ledger.ids import call_id
 from service.mail.compose import compose_notice, compose_request, domain_of, message_id_for
-from service.mail.send import Mailer, TransientDeliveryError
+from service.mail.send import Mailer
+from service.retry import Retry, Sleep
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +65,10 @@ def epoch_ms() -> int:
 class SmtpNotifier:
     """Emails the request and keeps trying while the mail server is away or busy.
 
-    A transient failure never fails the request: the round waits, ``on_retry`` says why (the
-    workflow shows it as the request's status), and the backoff is capped so delivery resumes
-    soon after the server does. A 5xx rejection propagates as ``DeliveryRejected``.
+    A transient failure never fails the request: the round waits (``service.retry.SMTP``:
+    unbounded, capped, jittered), ``on_retry`` says why (the workflow shows it as the request's
+    status), and the cap keeps delivery resuming soon after the server does. A 5xx rejection
+    propagates as ``DeliveryRejected``.
     """
 
     name = "smtp"
@@ -76,18 +81,17 @@ class SmtpNotifier:
         reply_domain: str | None,
         secrets: Sequence[str],
         clock: Callable[[], int] = epoch_ms,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
+        backoff_s: float = retry.SMTP.first_s,
+        max_backoff_s: float = retry.SMTP.max_s,
         on_retry: Callable[[str], None] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._mailer = mailer
         self._sender = sender
         self._reply_domain = reply_domain
         self._secrets = secrets
         self._clock = clock
-        self._backoff_s = backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._retry = replace(retry.SMTP, first_s=backoff_s, max_s=max_backoff_s)
         self._on_retry = on_retry
         self._sleep = sleep
 
@@ -126,18 +130,15 @@ class SmtpNotifier:
         logger.info("emailed %s: %s", notice.to, notice.subject)
 
     async def _deliver(self, message: EmailMessage) -> None:
-        delay = self._backoff_s
-        while True:
-            try:
-                await self._mailer.send(message)
-            except TransientDeliveryError as exc:
-                logger.warning("%s, retrying in %.3gs (%s)", exc, delay, exc.__cause__)
-                if self._on_retry is not None:
-                    self._on_retry(f"{exc}, retrying")
-                await self._sleep(delay)
-                delay = min(delay * 2, self._max_backoff_s)
-            else:
-                break
+        await self._retry.run(
+            lambda: self._mailer.send(message), sleep=self._sleep, on_retry=self._waiting
+        )
+
+    def _waiting(self, failure: Retry) -> None:
+        error = failure.error
+        logger.warning("%s, retrying in %.3gs (%s)", error, failure.delay_s, error.__cause__)
+        if self._on_retry is not None:
+            self._on_retry(f"{error}, retrying")
 
 
 async def send_sample(
@@ -156,9 +157,10 @@ async def send_sample(
     Returns the bytes sent, for a spam check.
     """
     now = epoch_ms()
-    promise_id = f"{WORKFLOW_PREFIX}{token_hex(10)}:1"
+    request_id = f"{WORKFLOW_PREFIX}{token_hex(10)}"
+    promise_id = call_id(request_id, 1)
     ask = Ask(
-        request_id=promise_id.partition(":")[0],
+        request_id=request_id,
         promise_id=promise_id,
         first_promise_id=promise_id,
         round=1,
