@@ -308,7 +308,7 @@ async def build_backlog(engine_url: str, count: int) -> list[str]:
         n = next(numbers)
         request = Request(
             f"https://example.com/backlog/{n}",
-            f"a{n % 50}@example.com",
+            (f"a{n % 50}@example.com",),
             None,
             _now(),
             "bench",

@@ -246,6 +246,7 @@ class Mailgate:
     inbox: InboxServer | None = None
     _mailer: Mailer | None = None
     _server: uvicorn.Server | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _serving: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -323,6 +324,7 @@ class Mailgate:
         logger.info("engine at %s is reachable", where)
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self.inbox is not None:
             await self.inbox.stop()
         if self._server is not None:
@@ -364,6 +366,7 @@ class Mailgate:
                 secrets=secrets,
                 timeout_s=settings.callback_timeout,
                 allow_private=settings.allow_private_urls,
+                sleep=self._pause,
             ),
             pages=PageCache(settings.data_dir / "pages"),
             links=workflow.Links(settings.public_url, secrets, settings.decision_ttl),
@@ -382,6 +385,7 @@ class Mailgate:
             "max_bytes": settings.fetch_max_bytes,
             "timeout_s": settings.fetch_timeout,
             "attempts": settings.fetch_attempts,
+            "sleep": self._pause,
         }
         if settings.fetcher == "browser":
             from service.steps.browser import BrowserFetcher  # selenium only when asked for
@@ -400,6 +404,7 @@ class Mailgate:
             model=settings.model,
             input_budget_chars=settings.summary_input_chars,
             on_retry=self._note,
+            sleep=self._pause,
         )
         if settings.summarizer == "ollama":
             logger.info("summarizer: ollama %s at %s", settings.model, settings.ollama_host)
@@ -449,7 +454,18 @@ class Mailgate:
             secrets=secrets,
             clock=self.clock,
             on_retry=self._note,
+            sleep=self._pause,
         )
+
+    async def _pause(self, seconds: float) -> None:
+        """The steps' retry sleep: a step waiting for Ollama, the mail server or a page to come
+        back must not hold up ``stop()`` (the SDK joins every running step), so stopping ends
+        the wait as a cancellation. Nothing was checkpointed: the step runs again after the
+        next start, exactly as after a crash."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        if self._stopping.is_set():
+            raise asyncio.CancelledError("mailgate is stopping")
 
     async def _listen_smtp(self, decisions: Decisions, secrets: tuple[str, ...]) -> None:
         settings = self.settings

@@ -126,7 +126,22 @@ def _parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="ask someone to approve a summary of URL")
     submit.add_argument("url")
-    submit.add_argument("--to", required=True, metavar="EMAIL", help="the approver")
+    submit.add_argument(
+        "--to",
+        required=True,
+        action="append",
+        metavar="EMAIL",
+        help="an approver (repeat for several)",
+    )
+    submit.add_argument(
+        "--policy", metavar="any|all|N", help="how several approvers decide (default: any)"
+    )
+    submit.add_argument(
+        "--escalate-to", action="append", metavar="EMAIL", help="also offer a waiting round to"
+    )
+    submit.add_argument(
+        "--escalate-after", metavar="DURATION", help="when (default: at the first reminder)"
+    )
     submit.add_argument("--callback", metavar="URL", help="POST the outcome here")
     submit.add_argument("--repeat", action="store_true", help="start afresh if finished")
     submit.add_argument("--wait", action="store_true", help="block until it ends")
@@ -142,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _gateway_option(submit)
     submit.set_defaults(needs=GATEWAY_CLIENT, run=_submit)
+
+    reassign = sub.add_parser("reassign", help="hand an approver's place to someone else")
+    reassign.add_argument("id")
+    reassign.add_argument("giver", metavar="FROM")
+    reassign.add_argument("to", metavar="TO")
+    _gateway_option(reassign)
+    reassign.set_defaults(needs=GATEWAY_CLIENT, run=_reassign)
 
     cancel = sub.add_parser("cancel", help="cancel a request that has not ended")
     cancel.add_argument("id")
@@ -355,7 +377,17 @@ WAIT_EXIT = {"approved": 0, "failed": 1, "rejected": 3, "expired": 4, "cancelled
 
 
 def _submit(args: argparse.Namespace, settings: config.Settings) -> int:
-    body: dict[str, Any] = {"url": args.url, "email": args.to, "repeat": args.repeat}
+    body: dict[str, Any] = {"url": args.url, "repeat": args.repeat}
+    if len(args.to) == 1:
+        body["email"] = args.to[0]
+    else:
+        body["approvers"] = args.to
+    if args.policy:
+        body["policy"] = {"min": int(args.policy)} if args.policy.isdigit() else args.policy
+    if args.escalate_to:
+        body["escalate_to"] = args.escalate_to
+    if args.escalate_after:
+        body["escalate_after"] = args.escalate_after
     if args.callback:
         body["callback_url"] = args.callback
     if args.expires_in:
@@ -377,6 +409,17 @@ def _submit(args: argparse.Namespace, settings: config.Settings) -> int:
                 _print_view(state)
                 return WAIT_EXIT[state["state"]]
             time.sleep(1)
+
+
+def _reassign(args: argparse.Namespace, settings: config.Settings) -> int:
+    body = {"from": args.giver, "to": args.to}
+    with _client(args, settings) as client:
+        response = _call(client, "POST", f"/requests/{args.id}/reassign", json=body)
+    if response.status_code != 200:
+        print(f"mailgate: {_error(response)}", file=sys.stderr)
+        return 1
+    print(f"{args.id}: {args.giver} handed over to {args.to}")
+    return 0
 
 
 def _cancel(args: argparse.Namespace, settings: config.Settings) -> int:

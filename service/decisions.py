@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from service.domain import Decision, Ending, OnExpiry, Via, normalize_email
-from service.errors import BadToken
+from service import votes
+from service.domain import Decision, Ending, OnExpiry, Via, clip_reason, normalize_email
+from service.errors import BadToken, MailgateError
 from service.ledger import Chain, Ledger, Round
 from service.metrics import Metrics
 
@@ -58,7 +59,30 @@ class Duplicate:
     decision: Decision
 
 
-Outcome = Accepted | AlreadyDecided | Duplicate
+@dataclass(frozen=True)
+class Voted:
+    """The vote is recorded; the round waits for the others."""
+
+    request_id: str
+    verdict: Ending
+
+
+@dataclass(frozen=True)
+class AlreadyVoted:
+    """This approver answered this round before; a vote is final."""
+
+    request_id: str
+    verdict: Ending
+
+
+Outcome = Accepted | AlreadyDecided | Duplicate | Voted | AlreadyVoted
+
+#: The worker job that emails a delegate (registered by ``service.workflow``).
+DELEGATION_JOB = "mailgate.delegation"
+
+
+class Undelegable(MailgateError):
+    """The delegation cannot be made; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -103,17 +127,97 @@ class Decisions:
         reason: str | None,
         actor: Actor,
         approver: str | None = None,
+        edited_summary: str | None = None,
     ) -> Outcome:
-        """Settle ``found``; ``approver``, when given, must be the request's."""
-        request_id = found.record.request_id
-        if approver is not None and normalize_email(approver) != found.record.request.approver:
-            await self.refuse(found, "addressed to someone else", actor)
-            raise BadToken("this decision link was issued to someone else")
+        """Answer ``found`` for ``approver`` (who must be one the round is addressed to), or
+        settle it outright when no approver is named (the clock, a cancellation, the operator).
+
+        Under ``any`` (and for a round with one addressee) the answer settles the round; under
+        ``all`` and ``min`` it is a vote, and the round settles once the votes decide it.
+        """
+        if approver is not None:
+            approver = normalize_email(approver)
+            if approver not in addressed(found):
+                await self.refuse(found, "addressed to someone else", actor)
+                raise BadToken("this decision link was issued to someone else")
         if not found.pending:
             return await self._late(found, found.decision, found.state, actor)
-        mine = Decision.new(
-            verdict, reason, actor.by, actor.via, self.clock(), actor.evidence
-        ).sealed(found.record.seal)
+        request = found.record.request
+        if approver is None or request.quorum.kind == "any" or len(addressed(found)) == 1:
+            mine = Decision.new(
+                verdict,
+                reason,
+                actor.by,
+                actor.via,
+                self.clock(),
+                actor.evidence,
+                edited_summary,
+            )
+            return await self._settle(found, mine, actor)
+        return await self._vote(found, verdict, reason, actor, approver, edited_summary)
+
+    async def _vote(
+        self,
+        found: Round,
+        verdict: Ending,
+        reason: str | None,
+        actor: Actor,
+        approver: str,
+        edited_summary: str | None,
+    ) -> Outcome:
+        """Record the vote (once per approver per round), then settle the round if the votes
+        so far decide it: written before read, so concurrent votes cannot all miss it."""
+        request_id = found.record.request_id
+        now = self.clock()
+        data = {
+            "round": found.number,
+            "round_id": found.round_id,
+            "verdict": verdict,
+            "reason": clip_reason(reason),
+            "at": now,
+            "edited_summary": edited_summary,
+            **_actor(actor),
+        }
+        event = await self.ledger.append(
+            request_id,
+            "voted",
+            data,
+            key=f"vote:{found.round_id}:{approver}",
+            chain=found.record.chain,
+        )
+        if event.data != data:
+            return AlreadyVoted(request_id, event.data["verdict"])
+        self.metrics.decisions.labels(actor.via, f"vote-{verdict}").inc()
+        chain = await self.ledger.chain(request_id)
+        result = votes.tally(
+            found.record.request.quorum,
+            votes.approvers(found.record.request, chain.events),
+            votes.escalated(found.record.request, chain.events, found.round_id),
+            votes.votes(chain.events, found.round_id),
+        )
+        if result is None:
+            return Voted(request_id, verdict)
+        ending, carried = result
+        decided = Decision.new(
+            ending,
+            votes.joined_reasons(carried) if ending == "reject" else None,
+            ", ".join(v.voter for v in carried),
+            carried[-1].via if len(carried) == 1 else "votes",
+            now,
+            {
+                "policy": str(found.record.request.quorum),
+                "votes": ",".join(f"{v.voter}={v.verdict}" for v in carried),
+            },
+            next((v.edited_summary for v in reversed(carried) if v.edited_summary), None),
+        )
+        outcome = await self._settle(replace_chain(found, chain), decided, actor)
+        if isinstance(outcome, Accepted):
+            return outcome
+        return Voted(request_id, verdict)
+
+    async def _settle(self, found: Round, mine: Decision, actor: Actor) -> Outcome:
+        request_id = found.record.request_id
+        mine = mine.sealed(found.record.seal)
         state, stored = await self.ledger.settle_round(found.round_id, mine)
         if stored is None or stored.nonce != mine.nonce:
             return await self._late(found, stored, state, actor)
@@ -124,21 +228,58 @@ class Decisions:
             key=f"decided:{found.round_id}",
             chain=found.record.chain,
         )
-        self.metrics.decisions.labels(actor.via, verdict).inc()
+        self.metrics.decisions.labels(mine.via, mine.verdict).inc()
         logger.info(
             "decision %s on %s by %s via %s",
-            verdict,
+            mine.verdict,
             found.round_id,
-            actor.by,
-            actor.via,
+            mine.by,
+            mine.via,
             extra={
                 "event": "decision",
                 "request_id": request_id,
-                "verdict": verdict,
-                "via": actor.via,
+                "verdict": mine.verdict,
+                "via": mine.via,
             },
         )
         return Accepted(request_id, mine)
+
+    async def delegate(self, found: Round, *, giver: str, to: str, actor: Actor) -> Round:
+        """Hand ``giver``'s place among the addressees to ``to``, for this round and the ones
+        after it. Only through a signed link or the operator API: a reply's From can be
+        forged. The delegate's own email is sent by a worker (a job of the request)."""
+        giver, to = normalize_email(giver), normalize_email(to)
+        if giver not in addressed(found):
+            raise BadToken("this decision link was issued to someone else")
+        if to in addressed(found):
+            raise Undelegable(f"{to} already decides this round")
+        if not found.pending:
+            raise Undelegable("this round is no longer waiting")
+        if any(v.voter == giver for v in votes.votes(found.record.chain.events, found.round_id)):
+            raise Undelegable(f"{giver} already answered this round")
+        request_id = found.record.request_id
+        await self.ledger.append(
+            request_id,
+            "delegated",
+            {
+                "round": found.number,
+                "round_id": found.round_id,
+                "from": giver,
+                "to": to,
+                **_actor(actor),
+            },
+            key=f"delegated:{found.round_id}:{giver}",
+            chain=found.record.chain,
+        )
+        await self.ledger.dispatch(
+            request_id,
+            f"delegation.{found.number}.{to}",
+            DELEGATION_JOB,
+            request_id,
+            found.round_id,
+            to,
+        )
+        return await self.find(found.round_id)
 
     async def expire(self, found: Round, on_expiry: OnExpiry, deadline_at: int) -> Outcome:
         """The clock decides a round nobody decided by its deadline, as any decider does: the
@@ -201,6 +342,15 @@ class Decisions:
             return Duplicate(request_id, stored)
         await self.refuse(found, late_why(stored), actor)
         return AlreadyDecided(request_id, stored, state)
+
+
+def addressed(found: Round) -> list[str]:
+    """Who ``found`` is addressed to now."""
+    return votes.addressees(found.record.request, found.record.chain.events, found.round_id)
+
+
+def replace_chain(found: Round, chain: Chain) -> Round:
+    return replace(found, record=replace(found.record, chain=chain))
 
 
 def late_why(stored: Decision | None) -> str:

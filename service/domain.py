@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -19,8 +20,9 @@ Verdict = Literal["approve", "reject"]
 #: What settles a round: a person's verdict, the deadline passing, or a cancellation.
 Ending = Literal["approve", "reject", "expire", "cancel"]
 #: ``cli`` is only ever read back from decisions written before the operator API named itself;
-#: ``expiry`` is the clock deciding at a round's deadline.
-Via = Literal["link", "reply", "api", "cli", "expiry"]
+#: ``expiry`` is the clock deciding at a round's deadline; ``votes`` is a round several
+#: approvers decided together.
+Via = Literal["link", "reply", "api", "cli", "expiry", "votes"]
 #: What the submitter chose to happen when a round's deadline passes with no decision.
 OnExpiry = Literal["expire", "reject", "approve"]
 ON_EXPIRY: tuple[OnExpiry, ...] = ("expire", "reject", "approve")
@@ -29,7 +31,7 @@ DECISION_VERSION = 3
 #: Decision values this release reads: 1 (release 0.1), 2 (with evidence and a seal), 3 (the
 #: clock's and a cancellation's endings besides people's verdicts).
 DECISION_VERSIONS = (1, 2, 3)
-REQUEST_SCHEMA = 3
+REQUEST_SCHEMA = 4
 #: A reason is prompt input for the next summary; a pasted log must not crowd out the page.
 REASON_MAX_CHARS = 4000
 WORKFLOW_PREFIX = "mg-"
@@ -61,18 +63,55 @@ def normalize_email(address: str) -> str:
     return address.strip().lower()
 
 
-def pair_key(url: str, approver: str) -> str:
-    """What makes two submissions "the same request": the page and who decides it."""
-    key = f"{normalize_url(url)}\n{normalize_email(approver)}".encode()
-    return hashlib.blake2b(key, digest_size=10).hexdigest()
+@dataclass(frozen=True)
+class Quorum:
+    """How the approvers of a round decide it: ``any`` (the first answer decides), ``all``
+    (everyone approves; one rejection rejects), or ``min`` N approvals (rejected once N can no
+    longer be reached)."""
+
+    kind: Literal["any", "all", "min"] = "any"
+    min: int = 1
+
+    def to_value(self) -> str | dict[str, int]:
+        return {"min": self.min} if self.kind == "min" else self.kind
+
+    @classmethod
+    def from_value(cls, value: Any) -> Quorum:
+        if value in (None, "any"):
+            return cls()
+        if value == "all":
+            return cls("all")
+        if isinstance(value, dict) and isinstance(value.get("min"), int) and value["min"] >= 1:
+            return cls("min", value["min"])
+        msg = f'not a policy: {value!r} (any, all, or {{"min": N}})'
+        raise ValueError(msg)
+
+    def __str__(self) -> str:
+        return f"min {self.min}" if self.kind == "min" else self.kind
 
 
-def workflow_id(url: str, approver: str, generation: int = 1) -> str:
-    """One workflow per (page, approver); a repeat after it finished is a new generation.
+ANY = Quorum()
 
-    Hashing keeps ids short and free of ``:``, which the engine reserves for lineage.
-    """
-    base = f"{WORKFLOW_PREFIX}{pair_key(url, approver)}"
+
+def pair_key(url: str, approvers: str | Sequence[str], quorum: Quorum = ANY) -> str:
+    """What makes two submissions "the same request": the page, who decides it and how. One
+    approver deciding alone keeps release 0.1's key, so its requests are found again."""
+    people = [approvers] if isinstance(approvers, str) else list(approvers)
+    if len(people) == 1 and quorum == ANY:
+        key = f"{normalize_url(url)}\n{normalize_email(people[0])}"
+    else:
+        everyone = ",".join(sorted({normalize_email(p) for p in people}))
+        key = f"{normalize_url(url)}\n{everyone}\n{quorum}"
+    return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
+
+
+def workflow_id(
+    url: str, approvers: str | Sequence[str], generation: int = 1, quorum: Quorum = ANY
+) -> str:
+    """One workflow per (page, approvers, policy); a repeat after it finished is a new
+    generation. Hashing keeps ids short and free of ``:``, which the engine reserves for
+    lineage."""
+    base = f"{WORKFLOW_PREFIX}{pair_key(url, approvers, quorum)}"
     return base if generation == 1 else f"{base}-{generation}"
 
 
@@ -119,6 +158,8 @@ class Decision:
     nonce: str
     evidence: dict[str, str] = field(default_factory=dict)
     seal: Seal | None = None
+    edited_summary: str | None = None
+    """An approval may correct the summary it approves: this is the text approved."""
 
     @property
     def ends_request(self) -> bool:
@@ -134,8 +175,19 @@ class Decision:
         via: Via,
         at: int,
         evidence: dict[str, str] | None = None,
+        edited_summary: str | None = None,
     ) -> Decision:
-        return cls(verdict, clip_reason(reason), by, via, at, secrets.token_hex(8), evidence or {})
+        return cls(
+            verdict,
+            clip_reason(reason),
+            by,
+            via,
+            at,
+            secrets.token_hex(8),
+            evidence or {},
+            None,
+            edited_summary if verdict == "approve" else None,
+        )
 
     def sealed(self, seal: Seal | None) -> Decision:
         return replace(self, seal=seal)
@@ -163,6 +215,7 @@ class Decision:
             nonce=str(value.get("nonce", "")),
             evidence=dict(evidence) if isinstance(evidence, dict) else {},
             seal=Seal.from_value(value.get("seal")),
+            edited_summary=value.get("edited_summary"),
         )
 
 
@@ -225,27 +278,45 @@ class Request:
 
     ``schema`` versions the shape: release 0.1 stored a plain dict without one (read here as
     schema 1), so data dirs written by it keep loading; schema 3 added the ``deadline`` (None
-    for older requests: they wait as long as the workflow lives). ``submitted_by`` is the
+    for older requests: they wait as long as the workflow lives); schema 4 several
+    ``approvers``, their ``quorum`` and who the round is escalated to. ``submitted_by`` is the
     authenticated submitter (an API token's name, or ``local`` where no token is configured);
     ``client`` is what the caller said it was (``cli``), an untrusted hint kept next to it.
     """
 
     url: str
-    approver: str
+    approvers: tuple[str, ...]
     callback_url: str | None
     submitted_at: int
     submitted_by: str = "unknown"
     client: str | None = None
     nonce: str = ""
     deadline: Deadline | None = None
+    quorum: Quorum = ANY
+    escalate_to: tuple[str, ...] = ()
+    escalate_after_ms: int | None = None
     schema: int = REQUEST_SCHEMA
 
     @property
+    def approver(self) -> str:
+        """The first approver: the one of a request decided by one person."""
+        return self.approvers[0]
+
+    @property
     def pair(self) -> str:
-        return pair_key(self.url, self.approver)
+        return pair_key(self.url, self.approvers, self.quorum)
+
+    @property
+    def people(self) -> tuple[str, ...]:
+        """Everyone the request may be addressed to before any delegation, in a fixed order:
+        a reply address names its recipient by position in this list (and then in the order
+        delegates were added)."""
+        return self.approvers + tuple(a for a in self.escalate_to if a not in self.approvers)
 
     def to_value(self) -> dict[str, Any]:
-        return asdict(self)
+        value = asdict(self)
+        value["quorum"] = self.quorum.to_value()
+        return value
 
     @classmethod
     def from_value(cls, value: Any) -> Request:
@@ -256,15 +327,19 @@ class Request:
         if schema > REQUEST_SCHEMA:
             msg = f"request schema {schema} is newer than this release ({REQUEST_SCHEMA})"
             raise ValueError(msg)
+        approvers = value.get("approvers") or [value["approver"]]
         return cls(
             url=value["url"],
-            approver=normalize_email(str(value["approver"])),
+            approvers=tuple(normalize_email(str(a)) for a in approvers),
             callback_url=value.get("callback_url"),
             submitted_at=int(value.get("submitted_at", 0)),
             submitted_by=str(value.get("submitted_by", "unknown")),
             client=value.get("client"),
             nonce=str(value.get("nonce", "")),
             deadline=Deadline.from_value(value.get("deadline")),
+            quorum=Quorum.from_value(value.get("quorum")),
+            escalate_to=tuple(normalize_email(str(a)) for a in value.get("escalate_to") or ()),
+            escalate_after_ms=value.get("escalate_after_ms"),
             schema=schema,
         )
 
@@ -309,6 +384,9 @@ class Ask:
     expires_at: int | None
     reminder: int = 0
     issued_at: int | None = None
+    recipient: int = 0
+    """The approver's position among the request's people: their reply address and the
+    Message-IDs of their copy of each round (the first approver's are release 0.1's)."""
 
 
 @dataclass(frozen=True)
@@ -323,3 +401,4 @@ class Notice:
     kind: str
     subject: str
     text: str
+    recipient: int = 0

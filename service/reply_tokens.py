@@ -10,7 +10,9 @@ library's HMAC (an accepted exception to "prefer a library").
 
 Packed fields, big-endian: format version (1 byte), the workflow id's 10-byte digest, its
 generation (2 bytes), the promise's sequence number (4 bytes), the issue time in seconds
-(4 bytes), then an HMAC-SHA256 truncated to 96 bits. 33 bytes make 53 characters.
+(4 bytes), then an HMAC-SHA256 truncated to 96 bits. 33 bytes make 53 characters. Version 2,
+for a round addressed to several people, adds the recipient's position (1 byte) before the MAC:
+34 bytes, 55 characters; the first recipient keeps version 1.
 
 Promise ids are assigned by the SDK as ``<workflow id>:<n>`` and workflow ids are
 ``mg-<20 hex>`` or ``mg-<20 hex>-<generation>`` (``service.domain.workflow_id``); both shapes are
@@ -40,6 +42,11 @@ TOKEN_MAX_CHARS = 58
 
 _VERSION = 1
 _FIELDS = struct.Struct(">B10sHII")
+#: Version 2 adds one byte: which of the request's people the address was issued to. Version
+#: 1 (53 characters) stays what the first approver gets, so their addresses read as before.
+_VERSION_TO = 2
+_FIELDS_TO = struct.Struct(">B10sHIIB")
+RECIPIENTS_MAX = 255
 _MAC_BYTES = 12
 _PROMISE_ID = re.compile(r"mg-([0-9a-f]{20})(?:-([2-9]|[1-9][0-9]+))?:(0|[1-9][0-9]*)")
 
@@ -49,14 +56,22 @@ class ReplyToken:
     promise_id: str
     issued_at: int
     """Epoch milliseconds, to the second."""
+    recipient: int = 0
+    """The position, among the request's people, of whom the address was issued to."""
 
 
-def mint_reply_token(promise_id: str, *, secrets: Sequence[str], now: int) -> str:
-    """Sign ``promise_id`` for a reply address; ``now`` is epoch milliseconds."""
+def mint_reply_token(
+    promise_id: str, *, secrets: Sequence[str], now: int, recipient: int = 0
+) -> str:
+    """Sign ``promise_id`` (and, past the first, the ``recipient``'s position) for a reply
+    address; ``now`` is epoch milliseconds."""
     if not secrets:
         msg = "no signing secret configured"
         raise ValueError(msg)
-    payload = _pack(promise_id, now // 1000)
+    if not 0 <= recipient <= RECIPIENTS_MAX:
+        msg = f"recipient {recipient} does not fit a reply address"
+        raise ValueError(msg)
+    payload = _pack(promise_id, now // 1000, recipient)
     return _encode(payload + _sign(payload, secrets[-1], REPLY_SALT))
 
 
@@ -68,7 +83,8 @@ def verify_reply_token(token: str, *, secrets: Sequence[str]) -> ReplyToken:
     """
     raw = _decode(token)
     payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-    if len(payload) != _FIELDS.size or payload[0] != _VERSION:
+    sizes = {_VERSION: _FIELDS.size, _VERSION_TO: _FIELDS_TO.size}
+    if not payload or sizes.get(payload[0]) != len(payload):
         raise BadToken("this reply address is not valid")
     matches = [hmac.compare_digest(mac, _sign(payload, s, REPLY_SALT)) for s in secrets]
     if not any(matches):
@@ -76,25 +92,30 @@ def verify_reply_token(token: str, *, secrets: Sequence[str]) -> ReplyToken:
     return _unpack(payload)
 
 
-def _pack(promise_id: str, issued_s: int) -> bytes:
+def _pack(promise_id: str, issued_s: int, recipient: int) -> bytes:
     match = _PROMISE_ID.fullmatch(promise_id)
     if not match:
         msg = f"cannot pack promise id {promise_id!r}: expected mg-<20 hex>[-<gen>]:<n>"
         raise ValueError(msg)
     digest, generation, sequence = match.groups()
+    fields = (bytes.fromhex(digest), int(generation or 1), int(sequence), issued_s)
     try:
-        return _FIELDS.pack(
-            _VERSION, bytes.fromhex(digest), int(generation or 1), int(sequence), issued_s
-        )
+        if recipient == 0:
+            return _FIELDS.pack(_VERSION, *fields)
+        return _FIELDS_TO.pack(_VERSION_TO, *fields, recipient)
     except struct.error as exc:
         msg = f"cannot pack promise id {promise_id!r} issued at {issued_s}s: {exc}"
         raise ValueError(msg) from exc
 
 
 def _unpack(payload: bytes) -> ReplyToken:
-    _, digest, generation, sequence, issued_s = _FIELDS.unpack(payload)
+    if payload[0] == _VERSION:
+        _, digest, generation, sequence, issued_s = _FIELDS.unpack(payload)
+        recipient = 0
+    else:
+        _, digest, generation, sequence, issued_s, recipient = _FIELDS_TO.unpack(payload)
     workflow = f"mg-{digest.hex()}" if generation == 1 else f"mg-{digest.hex()}-{generation}"
-    return ReplyToken(call_id(workflow, sequence), issued_s * 1000)
+    return ReplyToken(call_id(workflow, sequence), issued_s * 1000, recipient)
 
 
 def _sign(payload: bytes, secret: str, salt: bytes) -> bytes:

@@ -8,7 +8,7 @@ a listing read only the newest event of each request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -49,6 +49,21 @@ class RoundView:
     round_id: str | None = None
     deadline_at: int | None = None
     reminders: int = 0
+    edited_summary: str | None = None
+    answers: list[Answer] = field(default_factory=list)
+    """Each person the round was addressed to, and what they did: ``waiting``, ``approved``,
+    ``rejected``, ``delegated`` (to ``to``), or ``not needed`` once the round was decided."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    approver: str
+    answer: str = "waiting"
+    reason: str | None = None
+    via: str | None = None
+    at: int | None = None
+    to: str | None = None
+    escalated: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,13 +76,23 @@ class RequestView:
     created_at: int
     rounds: list[RoundView] = field(default_factory=list)
     updated_at: int = 0
+    approvers: list[str] = field(default_factory=list)
+    policy: str = "any"
+    approved_text: str | None = None
+    """Once approved: the summary as approved — corrected by the approver when ``edited_by``
+    names someone."""
+    edited_by: str | None = None
+    pair: str = ""
+    """What makes another submission "the same request" (the ledger indexes it)."""
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        shown = asdict(self)
+        del shown["pair"]
+        return shown
 
     def row(self) -> dict[str, Any]:
         """The compact form a listing shows, kept in every event as the state after it."""
@@ -79,6 +104,9 @@ class RequestView:
             "state": self.state,
             "url": self.url,
             "approver": self.approver,
+            "approvers": self.approvers,
+            "policy": self.policy,
+            "pair": self.pair,
             "detail": self.detail,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -107,6 +135,9 @@ def start(request_id: str, request: Request) -> RequestView:
         detail="downloading the page",
         created_at=request.submitted_at,
         updated_at=request.submitted_at,
+        approvers=list(request.approvers),
+        policy=str(request.quorum),
+        pair=request.pair,
     )
 
 
@@ -131,15 +162,70 @@ def advance(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> Requ
     if kind == "asked":
         number = int(data["round"])
         deadline = data.get("deadline_at")
+        recipients = data.get("recipients") or [data.get("recipient") or view.approver]
+        this = next((r for r in view.rounds if r.number == number), None)
+        known = {a.approver: a for a in this.answers} if this else {}
+        everyone = [known.get(a, Answer(a)) for a in recipients] + [
+            a for a in known.values() if a.approver not in recipients
+        ]
+        if this is not None and this.decision is not None:
+            everyone = [
+                replace(a, answer="not needed") if a.answer == "waiting" else a for a in everyone
+            ]
         view = _with_round(
-            view, number, asked_at=at, round_id=data.get("round_id"), deadline_at=deadline
+            view,
+            number,
+            asked_at=at,
+            round_id=data.get("round_id"),
+            deadline_at=deadline,
+            answers=everyone,
         )
+        if this is not None and this.decision is not None:
+            return view
         until = f" by {_when(deadline)}" if deadline else ""
+        who = view.approver if len(recipients) == 1 else f"{len(recipients)} approvers"
         return replace(
             view,
             state="waiting",
-            detail=f"waiting for {view.approver} to decide round {number}{until}",
+            detail=f"waiting for {who} to decide round {number}{until}",
         )
+    if kind == "escalated":
+        added = [Answer(a, escalated=True) for a in data["to"]]
+        return _answers(view, data, lambda answers: answers + added)
+    if kind == "delegated":
+
+        def hand_over(answers: list[Answer]) -> list[Answer]:
+            given = [
+                replace(a, answer="delegated", to=data["to"]) if a.approver == data["from"] else a
+                for a in answers
+            ]
+            return [*given, Answer(data["to"])]
+
+        view = _answers(view, data, hand_over)
+        if data["from"] in view.approvers:
+            current = [data["to"] if a == data["from"] else a for a in view.approvers]
+            view = replace(view, approvers=current, approver=current[0])
+        return view
+    if kind == "voted":
+        answer = Answer(
+            data["by"],
+            {"approve": "approved", "reject": "rejected"}[data["verdict"]],
+            data.get("reason"),
+            data.get("via"),
+            at,
+        )
+
+        def cast(answers: list[Answer]) -> list[Answer]:
+            if all(a.approver != answer.approver for a in answers):
+                return [*answers, answer]
+            return [
+                replace(answer, escalated=a.escalated)
+                if a.approver == answer.approver and a.answer == "waiting"
+                else a
+                for a in answers
+            ]
+
+        return _answers(view, data, cast)
     if kind == "reminded":
         number = int(data["round"])
         sent = next((r.reminders for r in view.rounds if r.number == number), 0)
@@ -157,7 +243,17 @@ def advance(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> Requ
             via=data.get("via"),
             decided_at=int(data.get("at") or at),
             round_id=data.get("round_id"),
+            edited_summary=data.get("edited_summary"),
         )
+        view = _answers(view, data, lambda answers: _closed(answers, data, at))
+        if data["verdict"] == "approve":
+            approved = next(r for r in view.rounds if r.number == number)
+            edited = data.get("edited_summary")
+            view = replace(
+                view,
+                approved_text=edited or approved.summary,
+                edited_by=data.get("by") if edited else None,
+            )
         if data["verdict"] == "reject" and data.get("via") != "expiry":
             return replace(view, state="summarizing", detail=f"summarizing round {number + 1}")
         return replace(view, detail=f"{ended_by(data)}; finishing")
@@ -169,7 +265,7 @@ def advance(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> Requ
 def _after_the_end(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> RequestView:
     """A finished request's state and detail stay; facts recorded late (an imported history,
     a decider that died before recording) still fill in its rounds."""
-    if kind in ("summarized", "asked", "reminded", "decided"):
+    if kind in ("summarized", "asked", "reminded", "escalated", "delegated", "voted", "decided"):
         later = advance(replace(view, state="summarizing"), kind, at, data)
         return replace(later, state=view.state, detail=view.detail)
     return view
@@ -206,6 +302,37 @@ def _by(data: dict[str, Any]) -> str:
 
 def _when(epoch_ms: int) -> str:
     return f"{datetime.fromtimestamp(epoch_ms / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _answers(
+    view: RequestView, data: dict[str, Any], change: Callable[[list[Answer]], list[Answer]]
+) -> RequestView:
+    """Change the answers of the round ``data`` names."""
+    rounds = [replace(r, answers=change(r.answers)) if _names(r, data) else r for r in view.rounds]
+    return replace(view, rounds=rounds)
+
+
+def _names(round_: RoundView, data: dict[str, Any]) -> bool:
+    """Whether an event's data is about this round (an answer may come before the round's
+    ``asked`` record, which is written once every copy went out)."""
+    if round_.round_id is not None:
+        return round_.round_id == data["round_id"]
+    return round_.number == data.get("round")
+
+
+def _closed(answers: list[Answer], decided: dict[str, Any], at: int) -> list[Answer]:
+    """Once decided: who decided (when one person's answer settled the round) gets their
+    answer, everyone still waiting is no longer needed."""
+    word = {"approve": "approved", "reject": "rejected"}.get(decided["verdict"])
+    by = decided.get("by")
+    return [
+        replace(a, answer=word, reason=decided.get("reason"), via=decided.get("via"), at=at)
+        if word and a.approver == by and a.answer == "waiting"
+        else replace(a, answer="not needed")
+        if a.answer == "waiting"
+        else a
+        for a in answers
+    ]
 
 
 def _with_round(view: RequestView, number: int, **changes: Any) -> RequestView:

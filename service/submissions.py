@@ -19,6 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from service.domain import (
     ON_EXPIRY,
     Deadline,
+    Quorum,
     Request,
     generation_of,
     normalize_email,
@@ -66,28 +67,37 @@ async def submit(
     version: int,
     expires_in: object = None,
     on_expiry: object = None,
+    approvers: object = None,
+    quorum: object = None,
+    escalate_to: object = None,
+    escalate_after: object = None,
 ) -> Submitted:
     page = check_url(url, "url", policy)
-    approver = check_approver(email, policy)
+    people = check_approvers(email, approvers, policy)
     callback = check_url(callback_url, "callback_url", policy) if callback_url else None
+    deadline = check_deadline(expires_in, on_expiry, policy)
+    escalation = check_escalation(escalate_to, escalate_after, people, deadline, policy)
     request = Request(
         url=page,
-        approver=approver,
+        approvers=people,
         callback_url=callback,
         submitted_at=now_ms,
         submitted_by=submitted_by,
         client=client,
         nonce=secrets.token_hex(8),
-        deadline=check_deadline(expires_in, on_expiry, policy),
+        deadline=deadline,
+        quorum=check_quorum(quorum, people),
+        escalate_to=escalation[0],
+        escalate_after_ms=escalation[1],
     )
 
     found = await ledger.latest(request.pair)
+    generation = 1
     if found is not None:
         if found.state not in FINISHED_STATES or not repeat:
             return Submitted(found.request_id, created=False)
-        request_id = workflow_id(page, approver, generation_of(found.request_id) + 1)
-    else:
-        request_id = workflow_id(page, approver)
+        generation = generation_of(found.request_id) + 1
+    request_id = workflow_id(page, people, generation, request.quorum)
 
     created = await ledger.start(
         request_id,
@@ -148,16 +158,78 @@ def check_deadline(expires_in: object, on_expiry: object, policy: Policy) -> Dea
     )
 
 
-def check_approver(value: object, policy: Policy) -> str:
+#: More approvers than fit a reply token's recipient byte, or an inbox, is a mistake.
+APPROVERS_MAX = 50
+
+
+def check_approvers(email: object, approvers: object, policy: Policy) -> tuple[str, ...]:
+    """``email`` (one approver) or ``approvers`` (a list), each allowed, without repeats."""
+    if approvers is None:
+        return (check_approver(email, policy),)
+    if email is not None:
+        raise InvalidSubmission("email: give email (one approver) or approvers (a list), not both")
+    if not isinstance(approvers, list) or not approvers:
+        raise InvalidSubmission("approvers: a non-empty list of addresses")
+    if len(approvers) > APPROVERS_MAX:
+        raise InvalidSubmission(f"approvers: at most {APPROVERS_MAX}")
+    checked = [check_approver(a, policy, field="approvers") for a in approvers]
+    return tuple(dict.fromkeys(checked))
+
+
+def check_quorum(value: object, approvers: tuple[str, ...]) -> Quorum:
+    try:
+        quorum = Quorum.from_value(value)
+    except ValueError:
+        raise InvalidSubmission('policy: any, all, or {"min": N}') from None
+    if quorum.kind == "min" and quorum.min > len(approvers):
+        raise InvalidSubmission(f"policy: min {quorum.min} of {len(approvers)} approvers")
+    return quorum
+
+
+def check_escalation(
+    escalate_to: object,
+    escalate_after: object,
+    approvers: tuple[str, ...],
+    deadline: Deadline,
+    policy: Policy,
+) -> tuple[tuple[str, ...], int | None]:
+    """Who a waiting round is also offered to, and when: ``escalate_after`` after it was sent
+    (default: at the first reminder), always before the deadline."""
+    if escalate_to in (None, []):
+        return (), None
+    if not isinstance(escalate_to, list):
+        raise InvalidSubmission("escalate_to: a list of addresses")
+    people = tuple(
+        a
+        for a in dict.fromkeys(check_approver(x, policy, field="escalate_to") for x in escalate_to)
+        if a not in approvers
+    )
+    if escalate_after in (None, ""):
+        if deadline.remind_after_ms <= 0:
+            raise InvalidSubmission(
+                "escalate_after: required when reminders are off (MAILGATE_REMIND_AFTER=0)"
+            )
+        after_ms = deadline.remind_after_ms
+    else:
+        try:
+            after_ms = int(parse_duration(escalate_after) * 1000)
+        except (ValueError, TypeError):
+            raise InvalidSubmission("escalate_after: a duration like 90s, 15m, 24h or 7d") from None
+    if not 0 < after_ms < deadline.expires_in_ms:
+        raise InvalidSubmission("escalate_after: after 0 and before the deadline (expires_in)")
+    return people, after_ms
+
+
+def check_approver(value: object, policy: Policy, *, field: str = "email") -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidSubmission("email: an approver address is required")
+        raise InvalidSubmission(f"{field}: an approver address is required")
     try:
         address = validate_email(value.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise InvalidSubmission(f"email: {exc}") from None
+        raise InvalidSubmission(f"{field}: {exc}") from None
     address = normalize_email(address)
     if policy.allowed_approvers and not _allowed(address, policy.allowed_approvers):
-        raise InvalidSubmission(f"email: {address} is not in MAILGATE_ALLOWED_APPROVERS")
+        raise InvalidSubmission(f"{field}: {address} is not in MAILGATE_ALLOWED_APPROVERS")
     return address
 
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -29,8 +29,15 @@ from resonate.context import Context
 from resonate.error import ApplicationError, ResonateTimeoutError
 from resonate.retry import Never
 
-from service import status, tokens
-from service.decisions import Accepted, Actor, Decisions, cancellation
+from service import status, tokens, votes
+from service.decisions import (
+    DELEGATION_JOB,
+    Accepted,
+    Actor,
+    Decisions,
+    addressed,
+    cancellation,
+)
 from service.domain import (
     WORKFLOW_NAME,
     Ask,
@@ -42,7 +49,7 @@ from service.domain import (
     Summary,
 )
 from service.errors import Permanent
-from service.ledger import Chain, Ledger, with_seal
+from service.ledger import Chain, Event, Ledger, Record, Round, with_seal
 from service.mail.compose import page_subject
 from service.metrics import Metrics
 from service.pagecache import PageCache
@@ -155,6 +162,7 @@ async def _watch(
     if request.deadline is None or asked.get("cancelled"):
         return None
     lifetime = timedelta(milliseconds=request.deadline.expires_in_ms) + WATCHER_MARGIN
+    escalate_after = request.escalate_after_ms if request.escalate_to else None
     return await ctx.options(timeout=lifetime).detached(
         WATCHER_NAME,
         request_id,
@@ -163,6 +171,7 @@ async def _watch(
         number,
         int(asked["asked_at"]),
         request.deadline.to_value(),
+        escalate_after,
     )
 
 
@@ -174,22 +183,30 @@ async def deadline(
     number: int,
     asked_at: int,
     schedule: dict[str, Any],
+    escalate_after_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The deadline watcher of one round: remind, then expire, unless the round is decided
-    first (its workflow then cancels this one; a step that still runs finds the round settled
-    and does nothing). Reminders overdue when it wakes (every worker was down) collapse into
-    the newest one: the approver gets one reminder, not a burst."""
+    """The deadline watcher of one round: remind (and escalate, when the request names
+    escalation contacts), then expire, unless the round is decided first (its workflow then
+    cancels this one; a step that still runs finds the round settled and does nothing).
+    Reminders overdue when it wakes (every worker was down) collapse into the newest one: the
+    approver gets one reminder, not a burst."""
     plan = Deadline.from_value(schedule)
     assert plan is not None
     deadline_at = asked_at + plan.expires_in_ms
     now = await ctx.run(clock_step)
-    reminders = list(enumerate(plan.reminders(asked_at), start=1))
-    due = [r for r in reminders if r[1] <= now]
-    for k, at in due[-1:] + [r for r in reminders if r[1] > now]:
+    reminders = [(at, k) for k, at in enumerate(plan.reminders(asked_at), start=1)]
+    overdue = [r for r in reminders if r[0] <= now]
+    timeline = overdue[-1:] + [r for r in reminders if r[0] > now]
+    if escalate_after_ms is not None:
+        timeline.append((asked_at + escalate_after_ms, 0))
+    for at, k in sorted(timeline):
         if at > now:
             await ctx.sleep(timedelta(milliseconds=at - now))
             now = at
-        await ctx.run(remind_step, request_id, round_id, first_round, number, k, deadline_at)
+        if k == 0:
+            await ctx.run(escalate_step, request_id, round_id, first_round, number)
+        else:
+            await ctx.run(remind_step, request_id, round_id, first_round, number, k, deadline_at)
     if deadline_at > now:
         await ctx.sleep(timedelta(milliseconds=deadline_at - now))
     await ctx.run(expire_step, round_id, deadline_at, plan.on_expiry)
@@ -295,9 +312,9 @@ async def ask(
     summary: Summary,
     previous_reason: str | None,
 ) -> dict[str, Any]:
-    """Email (or print) the round once: an ``asked`` record means it already went out. A
-    cancellation recorded before or during the sending ends the round here (see
-    ``Decisions.cancel`` for why both checks are needed)."""
+    """Email (or print) the round to everyone it is addressed to, once: an ``asked`` record
+    means it already went out. A cancellation recorded before or during the sending ends the
+    round here (see ``Decisions.cancel`` for why both checks are needed)."""
     chain = await deps.ledger.chain(request_id)
     key = f"asked:{round_id}"
     if (done := chain.keyed(key)) is not None:
@@ -306,37 +323,75 @@ async def ask(
         return {"round": number, "round_id": round_id, "cancelled": True}
     now = deps.clock()
     expires_at = now + request.deadline.expires_in_ms if request.deadline else None
-    request_ask = Ask(
-        request_id=request_id,
-        promise_id=round_id,
-        first_promise_id=first_round,
-        round=number,
-        url=request.url,
-        approver=request.approver,
-        summary=summary.text,
-        previous_reason=previous_reason,
-        decide_url=deps.links.decide_url(round_id, request.approver, now),
-        expires_at=expires_at,
-        issued_at=now,
+    recipients = votes.addressees(request, chain.events, round_id)
+    letter = Letter(
+        request_id, round_id, first_round, number, summary.text, previous_reason, now, expires_at
     )
-    outcome = "failed"
-    try:
-        message_id = await _noting(deps, request_id, "ask", lambda: deps.notifier.ask(request_ask))
-        outcome = "sent"
-    finally:
-        deps.metrics.emails.labels(deps.notifier.name, outcome).inc()
+    sent = await _send(deps, request, chain, letter, recipients)
     data = {
         "round": number,
         "round_id": round_id,
         "channel": deps.notifier.name,
-        "recipient": request.approver,
-        "message_id": message_id,
+        "recipient": recipients[0],
+        "message_id": sent[recipients[0]],
+        "recipients": recipients,
+        "message_ids": sent,
         "asked_at": now,
         "deadline_at": expires_at,
     }
     await deps.ledger.append(request_id, "asked", data, key=key, chain=chain)
     await _cancelled(deps, await deps.ledger.chain(request_id), round_id)
     return data
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One round as every copy of it says it: what is asked, and since and until when."""
+
+    request_id: str
+    round_id: str
+    first_round: str
+    number: int
+    summary: str
+    previous_reason: str | None
+    issued_at: int
+    deadline_at: int | None
+    reminder: int = 0
+
+
+async def _send(
+    deps: Deps, request: Request, chain: Chain, letter: Letter, recipients: list[str]
+) -> dict[str, str | None]:
+    """A copy of the round to each recipient, with their own links and reply address (signed as
+    of the round's first sending, so a reminder carries the very same ones)."""
+    everyone = votes.people(request, chain.events)
+    sent: dict[str, str | None] = {}
+    for address in recipients:
+        copy = Ask(
+            request_id=letter.request_id,
+            promise_id=letter.round_id,
+            first_promise_id=letter.first_round,
+            round=letter.number,
+            url=request.url,
+            approver=address,
+            summary=letter.summary,
+            previous_reason=letter.previous_reason,
+            decide_url=deps.links.decide_url(letter.round_id, address, letter.issued_at),
+            expires_at=letter.deadline_at,
+            reminder=letter.reminder,
+            issued_at=letter.issued_at,
+            recipient=everyone.index(address),
+        )
+        outcome = "failed"
+        try:
+            step = "remind" if letter.reminder else "ask"
+            sent[address] = await _noting(
+                deps, letter.request_id, step, lambda copy=copy: deps.notifier.ask(copy)
+            )
+            outcome = "sent"
+        finally:
+            deps.metrics.emails.labels(deps.notifier.name, outcome).inc()
+    return sent
 
 
 async def _cancelled(deps: Deps, chain: Chain, round_id: str) -> bool:
@@ -376,8 +431,9 @@ async def remind(
     reminder: int,
     deadline_at: int,
 ) -> dict[str, Any]:
-    """The round's request again, in its thread, saying when it expires; once per reminder
-    (a ``reminded`` record means it went out), and never for a round already decided."""
+    """The round's request again, in each recipient's thread, saying when it expires, to
+    everyone it is addressed to who has not answered; once per reminder (a ``reminded``
+    record means it went out), and never for a round already decided."""
     found = await deps.decisions.find(round_id)
     if not found.pending:
         return {"skipped": "decided"}
@@ -386,29 +442,104 @@ async def remind(
     if (done := chain.keyed(key)) is not None:
         return done.data
     request = found.record.request
-    summary = chain.keyed(f"summarized:{number}")
-    asked = chain.keyed(f"asked:{round_id}")
-    rejected = [e for e in chain.events if e.kind == "decided" and e.data["round"] == number - 1]
-    issued = int(asked.data["asked_at"]) if asked else deps.clock()
-    reminder_ask = Ask(
-        request_id=request_id,
-        promise_id=round_id,
-        first_promise_id=first_round,
-        round=number,
-        url=request.url,
-        approver=request.approver,
-        summary=summary.data["text"] if summary else "",
-        previous_reason=rejected[-1].data.get("reason") if rejected else None,
-        decide_url=deps.links.decide_url(round_id, request.approver, issued),
-        expires_at=deadline_at,
-        reminder=reminder,
-        issued_at=issued,
+    answered = {v.voter for v in votes.votes(chain.events, round_id)}
+    waiting = [a for a in addressed(found) if a not in answered]
+    sent = await _send(
+        deps, request, chain, _letter(found, first_round, number, reminder, deadline_at), waiting
     )
-    message_id = await _noting(deps, request_id, "remind", lambda: deps.notifier.ask(reminder_ask))
-    deps.metrics.reminders.inc()
-    data = {"round": number, "round_id": round_id, "reminder": reminder, "message_id": message_id}
+    deps.metrics.reminders.inc(len(sent))
+    data = {
+        "round": number,
+        "round_id": round_id,
+        "reminder": reminder,
+        "recipients": waiting,
+        "message_ids": sent,
+        "message_id": next(iter(sent.values()), None),
+    }
     await deps.ledger.append(request_id, "reminded", data, key=key, chain=chain)
     return data
+
+
+def _letter(
+    found: Round, first_round: str, number: int, reminder: int, deadline_at: int | None
+) -> Letter:
+    """The round as it was first sent, read back from the trail."""
+    chain = found.record.chain
+    summary = chain.keyed(f"summarized:{number}")
+    asked = chain.keyed(f"asked:{found.round_id}")
+    rejected = [e for e in chain.events if e.kind == "decided" and e.data["round"] == number - 1]
+    return Letter(
+        found.record.request_id,
+        found.round_id,
+        first_round,
+        number,
+        summary.data["text"] if summary else "",
+        rejected[-1].data.get("reason") if rejected else None,
+        int(asked.data["asked_at"]) if asked else found.record.chain.events[-1].at,
+        deadline_at,
+        reminder,
+    )
+
+
+async def escalate_step(
+    ctx: Context, request_id: str, round_id: str, first_round: str, number: int
+) -> dict[str, Any]:
+    deps = ctx.get_dependency(Deps)
+    return await escalate(deps, request_id, round_id, first_round, number)
+
+
+async def escalate(
+    deps: Deps, request_id: str, round_id: str, first_round: str, number: int
+) -> dict[str, Any]:
+    """Offer a round nobody has decided yet to the escalation contacts too, each with their own
+    email, links and reply address; once (an ``escalated`` record)."""
+    found = await deps.decisions.find(round_id)
+    if not found.pending:
+        return {"skipped": "decided"}
+    chain = found.record.chain
+    key = f"escalated:{round_id}"
+    if (done := chain.keyed(key)) is not None:
+        return done.data
+    request = found.record.request
+    contacts = [a for a in request.escalate_to if a not in addressed(found)]
+    asked = chain.keyed(f"asked:{round_id}")
+    deadline_at = asked.data.get("deadline_at") if asked else None
+    data = {"round": number, "round_id": round_id, "to": contacts}
+    await deps.ledger.append(request_id, "escalated", data, key=key, chain=chain)
+    chain = await deps.ledger.chain(request_id)
+    letter = _letter(found, first_round, number, 0, deadline_at)
+    sent = await _send(deps, request, chain, letter, contacts)
+    return {**data, "message_ids": sent}
+
+
+async def delegation(ctx: Context, request_id: str, round_id: str, to: str) -> dict[str, Any]:
+    """A worker job (``Decisions.delegate`` starts it): email the delegate their own copy of
+    the round they were handed."""
+    return await ctx.run(forward_step, request_id, round_id, to)
+
+
+async def forward_step(ctx: Context, request_id: str, round_id: str, to: str) -> dict[str, Any]:
+    deps = ctx.get_dependency(Deps)
+    found = await deps.decisions.find(round_id)
+    if not found.pending:
+        return {"skipped": "decided"}
+    chain = found.record.chain
+    key = f"forwarded:{round_id}:{to}"
+    if (done := chain.keyed(key)) is not None:
+        return done.data
+    asked = chain.keyed(f"asked:{round_id}")
+    first_round = _first_round(chain.events) or round_id
+    letter = _letter(
+        found, first_round, found.number, 0, asked.data.get("deadline_at") if asked else None
+    )
+    sent = await _send(deps, found.record.request, chain, letter, [to])
+    data = {"round": found.number, "round_id": round_id, "to": to, "message_id": sent[to]}
+    await deps.ledger.append(request_id, "forwarded", data, key=key, chain=chain)
+    return data
+
+
+def _first_round(events: Sequence[Event]) -> str | None:
+    return next((e.data["round_id"] for e in events if e.kind == "asked"), None)
 
 
 async def expire_step(
@@ -441,12 +572,23 @@ async def record_decision_step(
     """The decider records its decision as it settles the round; this covers a decider that
     died in between, so the trail never misses a decision the workflow acted on."""
     deps = ctx.get_dependency(Deps)
+    settled = Decision.from_value(decision)
     event = await deps.ledger.append(
         request_id,
         "decided",
-        decided(number, round_id, Decision.from_value(decision)),
+        decided(number, round_id, settled),
         key=f"decided:{round_id}",
     )
+    record = await deps.ledger.read(request_id)
+    several = record is not None and len(addressed_in(record, round_id)) > 1
+    if record is not None and several and settled.via != "expiry" and settled.verdict != "cancel":
+        word = "approved" if settled.verdict == "approve" else "rejected"
+        text = (
+            f"Round {number} of the summary of {record.request.url} was {word} by "
+            f"{settled.by}. Nothing is needed from you; your links and reply address for "
+            "this round no longer decide anything."
+        )
+        await tell(deps, record, round_id, "decided", "[Mailgate] Decided: ", text)
     return {"seq": event.seq}
 
 
@@ -476,30 +618,66 @@ async def finish_step(
 
 
 async def tell_approver(deps: Deps, request_id: str, detail: str) -> None:
-    """A short note in the round's thread when the request ended without the approver: their
-    links and reply address stop deciding, and they should know why. Once (a ``told``
-    record); nothing when no round was ever sent to them."""
+    """A short note in the round's thread when the request ended without its approvers (the
+    deadline, a cancellation): their links and reply addresses stop deciding, and they should
+    know why. Nothing when no round was ever sent."""
     record = await deps.ledger.read(request_id)
-    if record is None or record.chain.keyed("told") is not None:
+    if record is None:
         return
     asked = [e for e in record.chain.events if e.kind == "asked"]
     if not asked:
         return
     round_id = asked[-1].data["round_id"]
-    notice = Notice(
-        request_id=request_id,
-        round_id=round_id,
-        to=record.request.approver,
-        kind="ended",
-        subject=page_subject("[Mailgate] No longer waiting: ", record.request.url),
-        text=(
-            f"The request to approve the summary of {record.request.url} is {detail}.\n"
-            "Its links and reply address no longer decide anything; nothing is needed from "
-            "you."
-        ),
+    text = (
+        f"The request to approve the summary of {record.request.url} is {detail}.\n"
+        "Its links and reply address no longer decide anything; nothing is needed from you."
     )
-    await _noting(deps, request_id, "tell", lambda: deps.notifier.tell(notice))
-    await deps.ledger.append(request_id, "told", {"kind": "ended", "to": notice.to}, key="told")
+    await tell(deps, record, round_id, "ended", "[Mailgate] No longer waiting: ", text)
+
+
+def addressed_in(record: Record, round_id: str) -> list[str]:
+    return votes.addressees(record.request, record.chain.events, round_id)
+
+
+async def tell(
+    deps: Deps, record: Record, round_id: str, kind: str, subject: str, text: str
+) -> None:
+    """Send a note about a round to everyone it was addressed to who had not answered, each
+    in their own thread; once per round and kind (a ``told`` record)."""
+    chain = record.chain
+    key = f"told:{kind}:{round_id}"
+    if chain.keyed(key) is not None:
+        return
+    request = record.request
+    answered = {v.voter for v in votes.votes(chain.events, round_id)}
+    decided = chain.keyed(f"decided:{round_id}")
+    by = {b.strip() for b in str(decided.data.get("by", "")).split(",")} if decided else set()
+    recipients = [
+        a
+        for a in votes.addressees(request, chain.events, round_id)
+        if a not in answered and a not in by
+    ]
+    if not recipients:
+        return
+    everyone = votes.people(request, chain.events)
+    for address in recipients:
+        notice = Notice(
+            request_id=record.request_id,
+            round_id=round_id,
+            to=address,
+            kind=kind,
+            subject=page_subject(subject, request.url),
+            text=text,
+            recipient=everyone.index(address),
+        )
+        await _noting(deps, record.request_id, "tell", lambda n=notice: deps.notifier.tell(n))
+    await deps.ledger.append(
+        record.request_id,
+        "told",
+        {"kind": kind, "round_id": round_id, "to": recipients},
+        key=key,
+        chain=chain,
+    )
 
 
 async def conclude(deps: Deps, request_id: str, state: str, detail: str) -> dict[str, Any]:
@@ -577,3 +755,4 @@ def register(resonate: Any) -> None:
     resonate.register(workflow_v1.approval, name=WORKFLOW_NAME, version=1, retry_policy=Never())
     resonate.register(approval, name=WORKFLOW_NAME, version=VERSION, retry_policy=Never())
     resonate.register(deadline, name=WATCHER_NAME, version=1, retry_policy=Never())
+    resonate.register(delegation, name=DELEGATION_JOB, version=1, retry_policy=Never())

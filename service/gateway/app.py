@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.decisions import Undelegable
 from service.errors import BadToken, ExpiredToken, MailgateError
 from service.gateway import routes
 from service.gateway.context import Gateway, Unauthorized
@@ -24,6 +25,7 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (ExpiredToken, 410, "This link has expired"),
     (BadToken, 403, "This link is not valid"),
     (InvalidSubmission, 422, "That request is not valid"),
+    (Undelegable, 409, "That cannot be handed over"),
     (Unauthorized, 401, "Sign in required"),
     (routes.NotFound, 404, "Not found"),
     (routes.CrossSite, 403, "Refused"),
@@ -50,8 +52,10 @@ def build_app(gateway: Gateway) -> Starlette:
             Route("/audit/events", routes.audit_export),
             Route("/audit/verify", routes.audit_verify),
             Route("/requests/{request_id}/decision", routes.operator_decision, methods=["POST"]),
+            Route("/requests/{request_id}/reassign", routes.reassign, methods=["POST"]),
             Route("/decide/{token}", routes.decide_page, methods=["GET"]),
             Route("/decide/{token}", routes.decide_commit, methods=["POST"]),
+            Route("/decide/{token}/delegate", routes.delegate, methods=["POST"]),
         ],
         exception_handlers={
             kind: _handle_error for kind in (MailgateError, ResonateError, ConnectorError)

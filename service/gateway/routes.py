@@ -26,6 +26,7 @@ from service.metrics import CONTENT_TYPE_LATEST
 from service.status import REQUEST_STATES
 
 LISTING_LIMIT_DEFAULT = 50
+EDITED_SUMMARY_MAX_CHARS = 20_000
 #: A round that ended without its approver (expired, cancelled): the link is gone for good.
 GONE = 410
 LISTING_LIMIT_MAX = 500
@@ -123,6 +124,10 @@ async def submit(request: Request) -> Response:
         version=gw.workflow_version,
         expires_in=body.get("expires_in"),
         on_expiry=body.get("on_expiry"),
+        approvers=body.get("approvers"),
+        quorum=body.get("policy"),
+        escalate_to=body.get("escalate_to"),
+        escalate_after=body.get("escalate_after"),
     )
     if result.created:
         gw.metrics.requests.labels("submitted").inc()
@@ -234,11 +239,7 @@ async def operator_decision(request: Request) -> Response:
             {"error": f"request is {view.state}: no round is waiting for a decision"},
             status_code=409,
         )
-    evidence = {
-        "token": caller,
-        "client": client_hint(request) or "",
-        "address": client_address(request),
-    }
+    evidence = _api_evidence(request, caller)
     claimed = body.get("by")
     if isinstance(claimed, str) and claimed.strip():
         evidence["claimed_by"] = claimed.strip()[:200]
@@ -259,11 +260,7 @@ async def cancel(request: Request) -> Response:
     refuse_cross_site(request)
     request_id = request.path_params["request_id"]
     body = await body_of(request) if await request.body() else {}
-    evidence = {
-        "token": caller,
-        "client": client_hint(request) or "",
-        "address": client_address(request),
-    }
+    evidence = _api_evidence(request, caller)
     outcome = await gw.decisions.cancel(
         request_id,
         actor=Actor(by=caller, via="api", evidence=evidence),
@@ -285,17 +282,25 @@ async def decide_page(request: Request) -> Response:
     link = gw.verify_link(request.path_params["token"])
     found = await gw.decisions.find(link.promise_id)
     view = found.record.view()
-    current = next((r for r in view.rounds if r.round_id == link.promise_id), None)
+    current = next(
+        (r for r in view.rounds if r.round_id == link.promise_id or r.number == found.number),
+        None,
+    )
     await _opened(gw, request, found)
     preselect = request.query_params.get("verdict")
     late = None if found.pending else decisions.late_why(found.decision)
+    mine = next(
+        (a for a in (current.answers if current else []) if a.approver == link.approver), None
+    )
     return gw.render(
         request,
         "decide.html",
         {
             "view": view,
             "round": current,
-            "pending": found.pending,
+            "me": link.approver,
+            "mine": mine,
+            "pending": found.pending and (mine is None or mine.answer == "waiting"),
             "late": late,
             "preselect": preselect if preselect in ("approve", "reject") else None,
         },
@@ -331,19 +336,29 @@ async def decide_commit(request: Request) -> Response:
     if verdict not in ("approve", "reject"):
         raise submissions.InvalidSubmission("verdict: choose approve or reject")
     found = await gw.decisions.find(link.promise_id)
-    evidence = {
-        "address": client_address(request),
-        "user_agent": request.headers.get("user-agent", "")[:300],
-    }
     outcome = await gw.decisions.decide(
         found,
         verdict=verdict,
         reason=_text(body.get("reason")),
-        actor=Actor(by=link.approver, via="link", evidence=evidence),
+        actor=Actor(by=link.approver, via="link", evidence=_link_evidence(request)),
         approver=link.approver,
+        edited_summary=_edited(found, verdict, body.get("summary")),
     )
     if wants_json(request):
         return _outcome_json(outcome)
+    if isinstance(outcome, decisions.Voted | decisions.AlreadyVoted):
+        return gw.render(
+            request,
+            "done.html",
+            {
+                "outcome": outcome,
+                "accepted": False,
+                "voted": True,
+                "already": isinstance(outcome, decisions.AlreadyVoted),
+                "late": None,
+            },
+            status_code=200 if isinstance(outcome, decisions.Voted) else 409,
+        )
     accepted = isinstance(outcome, decisions.Accepted)
     late = None if accepted else decisions.late_why(outcome.decision)
     return gw.render(
@@ -352,6 +367,79 @@ async def decide_commit(request: Request) -> Response:
         {"outcome": outcome, "accepted": accepted, "late": late},
         status_code=200 if accepted else GONE if late in ("expired", "cancelled") else 409,
     )
+
+
+async def delegate(request: Request) -> Response:
+    """The approver hands their place in the round to someone else (a signed link only: a
+    reply's From could be forged)."""
+    gw = gateway(request)
+    link = gw.verify_link(request.path_params["token"])
+    body = await body_of(request)
+    to = submissions.check_approver(body.get("to"), gw.policy, field="to")
+    found = await gw.decisions.find(link.promise_id)
+    actor = Actor(by=link.approver, via="link", evidence=_link_evidence(request))
+    await gw.decisions.delegate(found, giver=link.approver, to=to, actor=actor)
+    if wants_json(request):
+        return JSONResponse({"id": found.record.request_id, "delegated_to": to})
+    return gw.render(request, "done.html", {"delegated_to": to, "accepted": False, "late": None})
+
+
+async def reassign(request: Request) -> Response:
+    """``mailgate reassign``: the operator hands an approver's place in the waiting round to
+    someone else."""
+    gw = gateway(request)
+    caller = gw.require_api(request)
+    body = await api_body(request)
+    giver = submissions.check_approver(body.get("from"), gw.policy, field="from")
+    to = submissions.check_approver(body.get("to"), gw.policy, field="to")
+    view = await gw.ledger.view(request.path_params["request_id"])
+    if view is None:
+        raise NotFound("no such request")
+    waiting = next((r for r in view.rounds if r.decision is None and r.round_id), None)
+    if view.state != "waiting" or waiting is None or waiting.round_id is None:
+        return JSONResponse(
+            {"error": f"request is {view.state}: no round is waiting"}, status_code=409
+        )
+    found = await gw.decisions.find(waiting.round_id)
+    evidence = _api_evidence(request, caller)
+    actor = Actor(by=caller, via="api", evidence=evidence)
+    await gw.decisions.delegate(found, giver=giver, to=to, actor=actor)
+    return JSONResponse({"id": view.id, "from": giver, "to": to})
+
+
+def _api_evidence(request: Request, caller: str) -> dict[str, str]:
+    """What the operator API knows of its caller: the token's name (the truth), what the
+    caller says it is, and where it called from."""
+    return {
+        "token": caller,
+        "client": client_hint(request) or "",
+        "address": client_address(request),
+    }
+
+
+def _link_evidence(request: Request) -> dict[str, str]:
+    return {
+        "address": client_address(request),
+        "user_agent": request.headers.get("user-agent", "")[:300],
+    }
+
+
+def _edited(found: Round, verdict: str, summary: object) -> str | None:
+    """The approver's corrected summary, when they changed it before approving."""
+    if verdict != "approve" or not isinstance(summary, str) or not summary.strip():
+        return None
+    asked = next(
+        (
+            e
+            for e in found.record.chain.events
+            if e.kind == "summarized" and e.data["round"] == found.number
+        ),
+        None,
+    )
+    original = asked.data["text"] if asked else ""
+    if " ".join(summary.split()) == " ".join(original.split()):
+        return None
+    return summary.strip()[:EDITED_SUMMARY_MAX_CHARS]
 
 
 async def dashboard(request: Request) -> Response:
@@ -391,6 +479,20 @@ def _text(value: object) -> str | None:
 
 
 def _outcome_json(outcome: decisions.Outcome) -> Response:
+    if isinstance(outcome, decisions.Voted):
+        return JSONResponse(
+            {"id": outcome.request_id, "accepted": True, "voted": outcome.verdict, "decision": None}
+        )
+    if isinstance(outcome, decisions.AlreadyVoted):
+        return JSONResponse(
+            {
+                "id": outcome.request_id,
+                "accepted": False,
+                "error": "you already answered",
+                "voted": outcome.verdict,
+            },
+            status_code=409,
+        )
     if isinstance(outcome, decisions.Accepted):
         return JSONResponse(
             {"id": outcome.request_id, "accepted": True, "decision": outcome.decision.to_value()}

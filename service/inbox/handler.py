@@ -22,7 +22,7 @@ from email.message import EmailMessage
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from service import decisions
+from service import decisions, votes
 from service.decisions import Actor, Decisions
 from service.errors import BadToken
 from service.inbox import dkim_check
@@ -30,7 +30,7 @@ from service.inbox.replies import Reply, judge, parse
 from service.ledger import Round
 from service.mail.compose import compose_notice
 from service.metrics import Metrics
-from service.reply_tokens import verify_reply_token
+from service.reply_tokens import ReplyToken, verify_reply_token
 
 logger = logging.getLogger(__name__)
 
@@ -107,27 +107,32 @@ class ReplyHandler:
         refused = [a for a in answers if not a.startswith("250")]
         return refused[0] if refused and len(refused) == len(answers) else ANSWERS["ok"]
 
-    def round_for(self, address: str) -> str | None:
+    def round_for(self, address: str) -> ReplyToken | None:
         local, _, domain = address.strip().strip("<>").rpartition("@")
         local = local.lower()
         if domain.lower() != self.reply_domain or not local.startswith("reply+"):
             return None
         try:
-            return verify_reply_token(local.removeprefix("reply+"), secrets=self.secrets).promise_id
+            return verify_reply_token(local.removeprefix("reply+"), secrets=self.secrets)
         except BadToken:
             return None
 
     async def _deliver(self, data: bytes, envelope: Envelope, rcpt: str) -> str:
-        round_id = self.round_for(rcpt)
-        if round_id is None:
+        token = self.round_for(rcpt)
+        if token is None:
             return ANSWERS["no recipient"]
+        round_id = token.promise_id
         reply = await asyncio.to_thread(parse, data, envelope_sender=envelope.mail_from or None)
         try:
             found = await self.decisions.find(round_id)
         except BadToken:
             self._event(reply, round_id, "refused", "unknown request")
             return ANSWERS["unknown request"]
-        approver = found.record.request.approver
+        everyone = votes.people(found.record.request, found.record.chain.events)
+        if token.recipient >= len(everyone):
+            self._event(reply, round_id, "refused", "unknown recipient")
+            return ANSWERS["no recipient"]
+        approver = everyone[token.recipient]
         judgement = judge(reply, approver=approver)
         actor = Actor(approver, "reply", _evidence(reply, envelope, data))
         if judgement.why == "auto-reply":
@@ -154,13 +159,22 @@ class ReplyHandler:
             actor=actor,
             approver=approver,
         )
+        request_id = found.record.request_id
+        late = f"late:{round_id}:{approver}"
         if isinstance(outcome, decisions.Duplicate):
             self._event(reply, round_id, "ignored", "duplicate delivery")
+        elif isinstance(outcome, decisions.AlreadyVoted):
+            if await self.decisions.ledger.claim_once(request_id, late):
+                text = "You already answered this round; your vote stands as it was."
+                await self._notice(found, reply, "You already answered", text, approver)
+            self._event(reply, round_id, "ignored", "already voted")
         elif isinstance(outcome, decisions.AlreadyDecided):
             why = decisions.late_why(outcome.decision)
-            if await self.decisions.ledger.claim_once(found.record.request_id, f"late:{round_id}"):
-                await self._notice(found, reply, LATE_SUBJECTS[why], _already(outcome))
+            if await self.decisions.ledger.claim_once(request_id, late):
+                await self._notice(found, reply, LATE_SUBJECTS[why], _already(outcome), approver)
             self._event(reply, round_id, "ignored", why)
+        elif isinstance(outcome, decisions.Voted):
+            self._event(reply, round_id, "voted", judgement.decision)
         else:
             self._event(reply, round_id, "decided", judgement.decision)
         return ANSWERS["ok"]
@@ -175,15 +189,17 @@ class ReplyHandler:
             key=f"unclear:{actor.channel_id}",
             chain=found.record.chain,
         )
-        if found.pending and await self.decisions.ledger.claim_once(
-            request_id, f"help:{found.round_id}"
-        ):
-            await self._notice(found, reply, "Reply YES or NO", HELP_TEXT)
+        helped = f"help:{found.round_id}"
+        if len(decisions.addressed(found)) > 1:
+            helped = f"{helped}:{actor.by}"
+        if found.pending and await self.decisions.ledger.claim_once(request_id, helped):
+            await self._notice(found, reply, "Reply YES or NO", HELP_TEXT, actor.by)
         self._event(reply, found.round_id, "unclear", "help sent once per round")
 
-    async def _notice(self, found: Round, reply: Reply, subject: str, text: str) -> None:
+    async def _notice(
+        self, found: Round, reply: Reply, subject: str, text: str, approver: str
+    ) -> None:
         """Best effort: a help note that cannot be sent must not bounce the reply itself."""
-        approver = found.record.request.approver
         message = compose_notice(
             approver,
             f"[Mailgate] {subject}",

@@ -12,13 +12,14 @@ read and settled through its public promise API on every engine.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from resonate.ids import origin_of
+from resonate.ids import join_id, origin_of
 from resonate.resonate import Resonate, default_resolve_target
 from resonate.types import PromiseRecord, Value
 
@@ -47,6 +48,8 @@ PARENT_TAG = "resonate:parent"
 SCOPE_TAG = "resonate:scope"
 TARGET_TAG = "resonate:target"
 READINESS_PROBE = "mailgate-readiness-probe"
+#: A job a worker did not finish in this long (every worker down for a week) is given up.
+JOB_TIMEOUT_MS = 7 * 86_400_000
 LISTING_LIMIT_MAX = 500
 
 
@@ -239,6 +242,26 @@ class Ledger:
 
     async def close_round(self, round_id: str, why: str) -> None:
         await self.resonate.promises.reject(round_id, Value(data={"closed": why}))
+
+    async def dispatch(self, request_id: str, key: str, func: str, *args: Any) -> str:
+        """Have a worker run the registered workflow ``func(*args)`` for this request, once per
+        ``key``: a durable job under the request (as ``ctx.detached`` would start it from a
+        workflow), for work a gateway must not do itself, like emailing a delegate."""
+        digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+        job_id = join_id(request_id, f"job.{digest}")
+        await self.resonate.promises.create(
+            job_id,
+            self.clock() + JOB_TIMEOUT_MS,
+            Value(data={"func": func, "args": list(args), "kwargs": {}, "version": 1}),
+            {
+                ORIGIN_TAG: request_id,
+                BRANCH_TAG: job_id,
+                PARENT_TAG: request_id,
+                SCOPE_TAG: "global",
+                TARGET_TAG: worker_target(),
+            },
+        )
+        return job_id
 
     async def stop_watcher(self, watcher_id: str) -> None:
         """Cancel a deadline watcher's workflow: its pending sleep then wakes nothing."""

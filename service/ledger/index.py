@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import secrets as pysecrets
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from resonate.error import ServerError
 from resonate.ids import join_id
@@ -189,13 +189,23 @@ def _event_id(request_id: str, seq: int) -> str:
 
 def _head_tags(event: Event) -> dict[str, str]:
     """What a listing filters on, from the row the event carries."""
-    row = event.row
     return {
         STATE_TAG: event.state,
         OPEN_TAG: "0" if event.state in FINISHED_STATES else "1",
-        PAIR_TAG: pair_key(row["url"], row["approver"]),
-        APPROVER_TAG_PREFIX + row["approver"]: "1",
+        PAIR_TAG: pair_of(event.row),
+        **{APPROVER_TAG_PREFIX + a: "1" for a in approvers_of(event.row)},
     }
+
+
+def approvers_of(row: dict[str, Any]) -> list[str]:
+    """Who decides the request a listing row shows (rows before several approvers had one)."""
+    return list(row.get("approvers") or [row["approver"]])
+
+
+def pair_of(row: dict[str, Any]) -> str:
+    """The (page, approvers, policy) key of the request a listing row shows (rows from
+    before several approvers lack it: one approver, deciding alone)."""
+    return str(row.get("pair") or pair_key(row["url"], row["approver"]))
 
 
 async def get_promise(resonate: Resonate, promise_id: str) -> PromiseRecord | None:

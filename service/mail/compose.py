@@ -65,10 +65,15 @@ def compose_request(
         "approver": ask.approver,
         "reminder": ask.reminder,
     }
-    first = message_id_for(ask.first_promise_id, domain) if ask.round > 1 else None
-    own = message_id_for(ask.promise_id, domain)
+    copy = thread_of(ask.promise_id, ask.recipient)
+    first = (
+        message_id_for(thread_of(ask.first_promise_id, ask.recipient), domain)
+        if ask.round > 1
+        else None
+    )
+    own = message_id_for(copy, domain)
     if ask.reminder:
-        first, own = own, message_id_for(f"{ask.promise_id}#reminder-{ask.reminder}", domain)
+        first, own = own, message_id_for(f"{copy}#reminder-{ask.reminder}", domain)
     message = _message(
         to=ask.approver,
         subject=subject,
@@ -81,7 +86,9 @@ def compose_request(
     )
     if reply_domain is not None:
         issued = ask.issued_at if ask.issued_at is not None else now
-        token = mint_reply_token(ask.promise_id, secrets=secrets, now=issued)
+        token = mint_reply_token(
+            ask.promise_id, secrets=secrets, now=issued, recipient=ask.recipient
+        )
         message["Reply-To"] = f"reply+{token}@{reply_domain}"
     message.set_content(_render("request.txt.j2", context), cte="quoted-printable")
     html = _inline(_render("request.html.j2", context))
@@ -132,6 +139,12 @@ def page_subject(prefix: str, url: str, suffix: str = "") -> str:
     """``<prefix><host/path><suffix>``, the page clipped to keep within SUBJECT_MAX_CHARS."""
     budget = SUBJECT_MAX_CHARS - len(prefix) - len(suffix)
     return f"{prefix}{_page_in(url, budget)}{suffix}"
+
+
+def thread_of(round_id: str, recipient: int) -> str:
+    """What names one recipient's copy of a round (for ``message_id_for``): the round itself
+    for the first recipient, so release 0.1's Message-IDs stay what they were."""
+    return round_id if recipient == 0 else f"{round_id}#to-{recipient}"
 
 
 def message_id_for(promise_id: str, domain: str) -> str:

@@ -18,7 +18,13 @@ from typing import Protocol, runtime_checkable
 from service import retry
 from service.domain import WORKFLOW_PREFIX, Ask, Notice
 from service.ledger.ids import call_id
-from service.mail.compose import compose_notice, compose_request, domain_of, message_id_for
+from service.mail.compose import (
+    compose_notice,
+    compose_request,
+    domain_of,
+    message_id_for,
+    thread_of,
+)
 from service.mail.send import Mailer
 from service.retry import Retry, Sleep
 
@@ -116,15 +122,16 @@ class SmtpNotifier:
 
     async def tell(self, notice: Notice) -> None:
         domain = domain_of(self._sender)
+        thread = thread_of(notice.round_id, notice.recipient)
         message = compose_notice(
             notice.to,
             notice.subject,
             notice.text,
             sender=self._sender,
             request_id=notice.request_id,
-            in_reply_to=message_id_for(notice.round_id, domain),
+            in_reply_to=message_id_for(thread, domain),
             now=self._clock(),
-            message_id=message_id_for(f"{notice.round_id}#{notice.kind}", domain),
+            message_id=message_id_for(f"{thread}#{notice.kind}", domain),
         )
         await self._deliver(message)
         logger.info("emailed %s: %s", notice.to, notice.subject)

@@ -131,6 +131,7 @@ def build_messages(text: str, history: Sequence[Feedback], budget: int) -> list[
     share = max(300, HISTORY_SUMMARIES_CHARS // max(1, len(history)))
     for number, earlier in enumerate(history, start=1):
         who = f" ({earlier.by})" if earlier.by else ""
+        someone = "The approvers" if "," in (earlier.by or "") else "The person"
         said = (
             f"and gave this reason:\n{REASON_START}\n{earlier.reason}\n{REASON_END}"
             if earlier.reason
@@ -139,7 +140,7 @@ def build_messages(text: str, history: Sequence[Feedback], budget: int) -> list[
         parts.append(
             f"Your summary in round {number} was:\n"
             f"{PREVIOUS_START}\n{clip(earlier.summary, share)}\n{PREVIOUS_END}\n"
-            f"The person{who} rejected it {said}"
+            f"{someone}{who} rejected it {said}"
         )
     if history:
         parts.append(

@@ -52,7 +52,7 @@ def new_request(ledger: Ledger) -> Callable[..., Any]:
 
     async def start(approver: str = "alice@example.com", generation: int = 1, **fields: Any):
         url = fields.pop("url", f"https://example.com/page-{next(_pages)}")
-        request = Request(url, approver, None, ledger.clock(), "local", None, f"n{next(_pages)}")
+        request = Request(url, (approver,), None, ledger.clock(), "local", None, f"n{next(_pages)}")
         request_id = workflow_id(url, approver, generation)
         await ledger.start(request_id, request, timeout=timedelta(days=1), version=2)
         return request_id, request

@@ -36,7 +36,7 @@ async def test_two_processes_write_one_unbroken_chain(tmp_path: Path) -> None:
         await wait_tcp(port)
         resonate = Resonate(url=url, group="test", pid="test", env={}, sources=[])
         ledger = Ledger(resonate, secrets=SECRETS, clock=Clock())
-        request = Request("https://example.com/race", "alice@example.com", None, 1, "local")
+        request = Request("https://example.com/race", ("alice@example.com",), None, 1, "local")
         request_id = workflow_id(request.url, request.approver)
         await ledger.start(request_id, request, timeout=timedelta(hours=1), version=2)
         appenders = [

@@ -26,7 +26,7 @@ async def test_a_started_request_reads_back_with_its_submission(ledger, new_requ
 
 async def test_a_second_start_of_the_same_id_is_not_a_creation(ledger, new_request, resonate):
     request_id, request = await new_request()
-    again = Request(request.url, request.approver, None, 5, "ci", None, "other-nonce")
+    again = Request(request.url, request.approvers, None, 5, "ci", None, "other-nonce")
     from datetime import timedelta
 
     assert not await ledger.start(request_id, again, timeout=timedelta(days=1), version=2)
@@ -123,9 +123,9 @@ async def test_the_latest_of_a_pair_skips_retired_generations(ledger, new_reques
     url = "https://example.com/generations"
     for generation in (4, 5):
         await new_request("alice@example.com", generation, url=url)
-    found = await ledger.latest(Request(url, "alice@example.com", None, 0).pair)
+    found = await ledger.latest(Request(url, ("alice@example.com",), None, 0).pair)
     assert found is not None and found.request_id.endswith("-5")
-    assert await ledger.latest(Request(url, "bob@example.com", None, 0).pair) is None
+    assert await ledger.latest(Request(url, ("bob@example.com",), None, 0).pair) is None
 
 
 async def test_a_claim_is_won_once(ledger, new_request):
