@@ -31,7 +31,7 @@ from resonate.timing import now_ms
 from resonate_base.connections import Network, Source
 from resonate_base.error import ConnectorError
 
-from service import engine, retry, workflow
+from service import engine, retry, rounds, workflow
 from service.config import Settings
 from service.decisions import Decisions
 from service.domain import WORKER_GROUP
@@ -355,10 +355,10 @@ class Mailgate:
         ledger: Ledger,
         decisions: Decisions,
         progress: Progress,
-    ) -> workflow.Deps:
+    ) -> rounds.Deps:
         settings = self.settings
         self.fetcher = self._fetcher()
-        return workflow.Deps(
+        return rounds.Deps(
             fetcher=self.fetcher,
             summarizer=await self._summarizer(),
             notifier=await self._notifier(secrets),
@@ -369,7 +369,7 @@ class Mailgate:
                 sleep=self._pause,
             ),
             pages=PageCache(settings.data_dir / "pages"),
-            links=workflow.Links(settings.public_url, secrets, settings.decision_ttl),
+            links=rounds.Links(settings.public_url, secrets, settings.decision_ttl),
             ledger=ledger,
             decisions=decisions,
             progress=progress,
@@ -500,7 +500,7 @@ class Mailgate:
         return self._mailer
 
     def _note(self, detail: str) -> None:
-        request_id = workflow.current_request.get(None)
+        request_id = rounds.current_request.get(None)
         if request_id is not None and self.progress is not None:
             self.progress.note(request_id, detail)
 

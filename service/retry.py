@@ -19,7 +19,7 @@ whole of it, one per step:
 
 Nothing here sleeps or logs by itself: each caller passes its ``sleep`` (tests record the
 delays instead of waiting) and an ``on_retry`` hook that logs and writes the note the status
-page shows (``workflow.current_request`` routes it to the request).
+page shows (``rounds.current_request`` routes it to the request).
 
 Built on tenacity rather than stamina. stamina is tenacity with good defaults, but its test mode
 (``stamina.set_testing``) and its retry hooks (``set_on_retry_hooks``) are process-wide, while

@@ -4,9 +4,10 @@
 re-run on every replay, cheap because the page cache answers), every other step is a
 checkpointed ``ctx.run``, and each round suspends on a durable promise that the gateway, the
 CLI or the mail listener settles with a ``Decision``. The ``*_step`` adapters take the
-``Context`` that ``ctx.run`` passes first and call plain step functions that know nothing of
-Resonate; each records its fact in the ledger under a key, so a step that runs again after a
-crash finds its own record instead of summarizing or emailing a second time.
+``Context`` that ``ctx.run`` passes first and call ``service.rounds``, which does the work and
+records each fact in the ledger under a key, so a step that runs again after a crash finds its
+own record instead of summarizing or emailing a second time. ``deadline`` is the watcher each
+round with a deadline gets, and ``delegation`` the job that emails a delegate.
 
 The SDK numbers a workflow's durable calls (``<id>:1``, ``<id>:2``, …), so a request waiting
 under one sequence of calls must resume under the same one: ``VERSION`` goes up whenever that
@@ -16,90 +17,42 @@ sequence registered for requests started by release 0.1 until they are done.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from resonate.context import Context
 from resonate.error import ApplicationError, ResonateTimeoutError
 from resonate.retry import Never
 
-from service import status, tokens, votes
+from service import rounds, status
 from service.decisions import (
     DELEGATION_JOB,
-    Accepted,
-    Actor,
-    Decisions,
-    addressed,
-    cancellation,
 )
 from service.domain import (
     WORKFLOW_NAME,
-    Ask,
     Deadline,
     Decision,
-    Notice,
     OnExpiry,
     Request,
     Summary,
 )
 from service.errors import Permanent
-from service.ledger import Chain, Event, Ledger, Record, Round, with_seal
-from service.mail.compose import page_subject
-from service.metrics import Metrics
-from service.pagecache import PageCache
-from service.progress import Progress
-from service.steps.fetch import Fetcher
-from service.steps.notify import Notifier
-from service.steps.summarize import Feedback, Summarizer
+from service.rounds import Deps
+from service.steps.summarize import Feedback
 
 logger = logging.getLogger(__name__)
 
 VERSION = 2
+
+
 WATCHER_NAME = "mailgate.deadline"
+
+
 #: How long a deadline watcher outlives its deadline (its own timeout bounds its sleeps).
 WATCHER_MARGIN = timedelta(days=1)
-
-#: The request a step is working for, so retry notes land on the right status page.
-current_request: contextvars.ContextVar[str] = contextvars.ContextVar("current_request")
-
-
-class CallbackSender(Protocol):
-    async def deliver(self, url: str, body: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True)
-class Links:
-    public_url: str
-    secrets: tuple[str, ...]
-    ttl_s: float
-
-    def decide_url(self, round_id: str, approver: str, now_ms: int) -> str:
-        token = tokens.mint(round_id, approver, secrets=self.secrets, now_ms=now_ms)
-        return f"{self.public_url.rstrip('/')}/decide/{token}"
-
-
-@dataclass(frozen=True)
-class Deps:
-    """What the workflow needs from the outside world, chosen once in ``service.app``."""
-
-    fetcher: Fetcher
-    summarizer: Summarizer
-    notifier: Notifier
-    callbacks: CallbackSender
-    pages: PageCache
-    links: Links
-    ledger: Ledger
-    decisions: Decisions
-    progress: Progress
-    metrics: Metrics
-    round_timeout: timedelta
-    clock: Callable[[], int]
 
 
 async def approval(ctx: Context, submitted: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +61,7 @@ async def approval(ctx: Context, submitted: dict[str, Any]) -> dict[str, Any]:
     request = Request.from_value(submitted)
     history: list[dict[str, Any]] = []
     try:
-        page = await download(deps, request_id, request.url)
+        page = await rounds.download(deps, request_id, request.url)
         first_round: str | None = None
         number = 0
         while True:
@@ -222,60 +175,13 @@ async def _decision(future: Awaitable[Any], number: int) -> Decision:
         raise Permanent(f"round {number} ended without a decision: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class Page:
-    """The downloaded text, or why it could not be had."""
-
-    text: str | None
-    failure: Permanent | None
-
-
-async def download(deps: Deps, request_id: str, url: str) -> Page:
-    """Not durable on purpose: the cache, keyed by workflow id, makes replays cheap.
-
-    A failure is handed to the summarize step instead of raised here. On a first run that
-    step executes and fails the request at once with the download's message; on a replay
-    whose summaries are already checkpointed it never executes, so a page that has since
-    gone away (or a worker without the cache) cannot fail a request a person already answered.
-    """
-    cached = await asyncio.to_thread(deps.pages.get, request_id)
-    if cached is not None:
-        return Page(cached, None)
-    try:
-        text = await _noting(deps, request_id, "download", lambda: deps.fetcher.fetch(url))
-    except Permanent as exc:
-        return Page(None, exc)
-    await asyncio.to_thread(deps.pages.put, request_id, text)
-    return Page(text, None)
-
-
 async def summarize_step(
-    ctx: Context, request_id: str, number: int, page: Page, history: list[dict[str, Any]]
+    ctx: Context, request_id: str, number: int, page: rounds.Page, history: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """``history`` holds every earlier round's summary and the reason it was rejected for."""
     deps = ctx.get_dependency(Deps)
     feedback = [Feedback.from_value(h) for h in history]
-    return await summarize(deps, request_id, number, page, feedback)
-
-
-async def summarize(
-    deps: Deps, request_id: str, number: int, page: Page, history: list[Feedback]
-) -> dict[str, Any]:
-    chain = await deps.ledger.chain(request_id)
-    key = f"summarized:{number}"
-    if (done := chain.keyed(key)) is not None:
-        return Summary.from_value(done.data).to_value()
-    if page.failure is not None:
-        raise page.failure
-    text = page.text or ""
-    if number == 1:
-        await deps.ledger.append(request_id, "fetched", {"chars": len(text)}, key="fetched")
-    summary = await _noting(
-        deps, request_id, "summarize", lambda: deps.summarizer.summarize(text, history=history)
-    )
-    data = {"round": number, **summary.to_value()}
-    await deps.ledger.append(request_id, "summarized", data, key=key)
-    return summary.to_value()
+    return await rounds.summarize(deps, request_id, number, page, feedback)
 
 
 async def ask_step(
@@ -290,7 +196,7 @@ async def ask_step(
 ) -> dict[str, Any]:
     deps = ctx.get_dependency(Deps)
     previous = Feedback.from_value(history[-1]).reason if history else None
-    return await ask(
+    return await rounds.ask(
         deps,
         Request.from_value(submitted),
         request_id,
@@ -300,113 +206,6 @@ async def ask_step(
         Summary.from_value(summary),
         previous,
     )
-
-
-async def ask(
-    deps: Deps,
-    request: Request,
-    request_id: str,
-    round_id: str,
-    first_round: str,
-    number: int,
-    summary: Summary,
-    previous_reason: str | None,
-) -> dict[str, Any]:
-    """Email (or print) the round to everyone it is addressed to, once: an ``asked`` record
-    means it already went out. A cancellation recorded before or during the sending ends the
-    round here (see ``Decisions.cancel`` for why both checks are needed)."""
-    chain = await deps.ledger.chain(request_id)
-    key = f"asked:{round_id}"
-    if (done := chain.keyed(key)) is not None:
-        return done.data
-    if await _cancelled(deps, chain, round_id):
-        return {"round": number, "round_id": round_id, "cancelled": True}
-    now = deps.clock()
-    expires_at = now + request.deadline.expires_in_ms if request.deadline else None
-    recipients = votes.addressees(request, chain.events, round_id)
-    letter = Letter(
-        request_id, round_id, first_round, number, summary.text, previous_reason, now, expires_at
-    )
-    sent = await _send(deps, request, chain, letter, recipients)
-    data = {
-        "round": number,
-        "round_id": round_id,
-        "channel": deps.notifier.name,
-        "recipient": recipients[0],
-        "message_id": sent[recipients[0]],
-        "recipients": recipients,
-        "message_ids": sent,
-        "asked_at": now,
-        "deadline_at": expires_at,
-    }
-    await deps.ledger.append(request_id, "asked", data, key=key, chain=chain)
-    await _cancelled(deps, await deps.ledger.chain(request_id), round_id)
-    return data
-
-
-@dataclass(frozen=True)
-class Letter:
-    """One round as every copy of it says it: what is asked, and since and until when."""
-
-    request_id: str
-    round_id: str
-    first_round: str
-    number: int
-    summary: str
-    previous_reason: str | None
-    issued_at: int
-    deadline_at: int | None
-    reminder: int = 0
-
-
-async def _send(
-    deps: Deps, request: Request, chain: Chain, letter: Letter, recipients: list[str]
-) -> dict[str, str | None]:
-    """A copy of the round to each recipient, with their own links and reply address (signed as
-    of the round's first sending, so a reminder carries the very same ones)."""
-    everyone = votes.people(request, chain.events)
-    sent: dict[str, str | None] = {}
-    for address in recipients:
-        copy = Ask(
-            request_id=letter.request_id,
-            promise_id=letter.round_id,
-            first_promise_id=letter.first_round,
-            round=letter.number,
-            url=request.url,
-            approver=address,
-            summary=letter.summary,
-            previous_reason=letter.previous_reason,
-            decide_url=deps.links.decide_url(letter.round_id, address, letter.issued_at),
-            expires_at=letter.deadline_at,
-            reminder=letter.reminder,
-            issued_at=letter.issued_at,
-            recipient=everyone.index(address),
-        )
-        outcome = "failed"
-        try:
-            step = "remind" if letter.reminder else "ask"
-            sent[address] = await _noting(
-                deps, letter.request_id, step, lambda copy=copy: deps.notifier.ask(copy)
-            )
-            outcome = "sent"
-        finally:
-            deps.metrics.emails.labels(deps.notifier.name, outcome).inc()
-    return sent
-
-
-async def _cancelled(deps: Deps, chain: Chain, round_id: str) -> bool:
-    """End the round with the recorded cancellation, if there is one."""
-    asked_to_stop = cancellation(chain)
-    if asked_to_stop is None:
-        return False
-    found = await deps.decisions.find(round_id)
-    if found.pending:
-        actor = Actor(
-            asked_to_stop["by"], asked_to_stop["via"], dict(asked_to_stop.get("evidence") or {})
-        )
-        reason = asked_to_stop.get("reason")
-        await deps.decisions.decide(found, verdict="cancel", reason=reason, actor=actor)
-    return True
 
 
 async def remind_step(
@@ -419,65 +218,8 @@ async def remind_step(
     deadline_at: int,
 ) -> dict[str, Any]:
     deps = ctx.get_dependency(Deps)
-    return await remind(deps, request_id, round_id, first_round, number, reminder, deadline_at)
-
-
-async def remind(
-    deps: Deps,
-    request_id: str,
-    round_id: str,
-    first_round: str,
-    number: int,
-    reminder: int,
-    deadline_at: int,
-) -> dict[str, Any]:
-    """The round's request again, in each recipient's thread, saying when it expires, to
-    everyone it is addressed to who has not answered; once per reminder (a ``reminded``
-    record means it went out), and never for a round already decided."""
-    found = await deps.decisions.find(round_id)
-    if not found.pending:
-        return {"skipped": "decided"}
-    chain = found.record.chain
-    key = f"reminded:{round_id}:{reminder}"
-    if (done := chain.keyed(key)) is not None:
-        return done.data
-    request = found.record.request
-    answered = {v.voter for v in votes.votes(chain.events, round_id)}
-    waiting = [a for a in addressed(found) if a not in answered]
-    sent = await _send(
-        deps, request, chain, _letter(found, first_round, number, reminder, deadline_at), waiting
-    )
-    deps.metrics.reminders.inc(len(sent))
-    data = {
-        "round": number,
-        "round_id": round_id,
-        "reminder": reminder,
-        "recipients": waiting,
-        "message_ids": sent,
-        "message_id": next(iter(sent.values()), None),
-    }
-    await deps.ledger.append(request_id, "reminded", data, key=key, chain=chain)
-    return data
-
-
-def _letter(
-    found: Round, first_round: str, number: int, reminder: int, deadline_at: int | None
-) -> Letter:
-    """The round as it was first sent, read back from the trail."""
-    chain = found.record.chain
-    summary = chain.keyed(f"summarized:{number}")
-    asked = chain.keyed(f"asked:{found.round_id}")
-    rejected = [e for e in chain.events if e.kind == "decided" and e.data["round"] == number - 1]
-    return Letter(
-        found.record.request_id,
-        found.round_id,
-        first_round,
-        number,
-        summary.data["text"] if summary else "",
-        rejected[-1].data.get("reason") if rejected else None,
-        int(asked.data["asked_at"]) if asked else found.record.chain.events[-1].at,
-        deadline_at,
-        reminder,
+    return await rounds.remind(
+        deps, request_id, round_id, first_round, number, reminder, deadline_at
     )
 
 
@@ -485,31 +227,7 @@ async def escalate_step(
     ctx: Context, request_id: str, round_id: str, first_round: str, number: int
 ) -> dict[str, Any]:
     deps = ctx.get_dependency(Deps)
-    return await escalate(deps, request_id, round_id, first_round, number)
-
-
-async def escalate(
-    deps: Deps, request_id: str, round_id: str, first_round: str, number: int
-) -> dict[str, Any]:
-    """Offer a round nobody has decided yet to the escalation contacts too, each with their own
-    email, links and reply address; once (an ``escalated`` record)."""
-    found = await deps.decisions.find(round_id)
-    if not found.pending:
-        return {"skipped": "decided"}
-    chain = found.record.chain
-    key = f"escalated:{round_id}"
-    if (done := chain.keyed(key)) is not None:
-        return done.data
-    request = found.record.request
-    contacts = [a for a in request.escalate_to if a not in addressed(found)]
-    asked = chain.keyed(f"asked:{round_id}")
-    deadline_at = asked.data.get("deadline_at") if asked else None
-    data = {"round": number, "round_id": round_id, "to": contacts}
-    await deps.ledger.append(request_id, "escalated", data, key=key, chain=chain)
-    chain = await deps.ledger.chain(request_id)
-    letter = _letter(found, first_round, number, 0, deadline_at)
-    sent = await _send(deps, request, chain, letter, contacts)
-    return {**data, "message_ids": sent}
+    return await rounds.escalate(deps, request_id, round_id, first_round, number)
 
 
 async def delegation(ctx: Context, request_id: str, round_id: str, to: str) -> dict[str, Any]:
@@ -519,39 +237,13 @@ async def delegation(ctx: Context, request_id: str, round_id: str, to: str) -> d
 
 
 async def forward_step(ctx: Context, request_id: str, round_id: str, to: str) -> dict[str, Any]:
-    deps = ctx.get_dependency(Deps)
-    found = await deps.decisions.find(round_id)
-    if not found.pending:
-        return {"skipped": "decided"}
-    chain = found.record.chain
-    key = f"forwarded:{round_id}:{to}"
-    if (done := chain.keyed(key)) is not None:
-        return done.data
-    asked = chain.keyed(f"asked:{round_id}")
-    first_round = _first_round(chain.events) or round_id
-    letter = _letter(
-        found, first_round, found.number, 0, asked.data.get("deadline_at") if asked else None
-    )
-    sent = await _send(deps, found.record.request, chain, letter, [to])
-    data = {"round": found.number, "round_id": round_id, "to": to, "message_id": sent[to]}
-    await deps.ledger.append(request_id, "forwarded", data, key=key, chain=chain)
-    return data
-
-
-def _first_round(events: Sequence[Event]) -> str | None:
-    return next((e.data["round_id"] for e in events if e.kind == "asked"), None)
+    return await rounds.forward(ctx.get_dependency(Deps), request_id, round_id, to)
 
 
 async def expire_step(
     ctx: Context, round_id: str, deadline_at: int, on_expiry: OnExpiry
 ) -> dict[str, Any]:
-    """Settle a round nobody decided by its deadline (a no-op when someone did)."""
-    deps = ctx.get_dependency(Deps)
-    found = await deps.decisions.find(round_id)
-    if not found.pending:
-        return {"expired": False}
-    outcome = await deps.decisions.expire(found, on_expiry, deadline_at)
-    return {"expired": isinstance(outcome, Accepted)}
+    return await rounds.expire(ctx.get_dependency(Deps), round_id, deadline_at, on_expiry)
 
 
 async def stop_watcher_step(ctx: Context, watcher_id: str) -> dict[str, Any]:
@@ -569,32 +261,10 @@ async def clock_step(ctx: Context) -> int:
 async def record_decision_step(
     ctx: Context, request_id: str, number: int, round_id: str, decision: dict[str, Any]
 ) -> dict[str, Any]:
-    """The decider records its decision as it settles the round; this covers a decider that
-    died in between, so the trail never misses a decision the workflow acted on."""
-    deps = ctx.get_dependency(Deps)
     settled = Decision.from_value(decision)
-    event = await deps.ledger.append(
-        request_id,
-        "decided",
-        decided(number, round_id, settled),
-        key=f"decided:{round_id}",
+    return await rounds.record_decision(
+        ctx.get_dependency(Deps), request_id, number, round_id, settled
     )
-    record = await deps.ledger.read(request_id)
-    several = record is not None and len(addressed_in(record, round_id)) > 1
-    if record is not None and several and settled.via != "expiry" and settled.verdict != "cancel":
-        word = "approved" if settled.verdict == "approve" else "rejected"
-        text = (
-            f"Round {number} of the summary of {record.request.url} was {word} by "
-            f"{settled.by}. Nothing is needed from you; your links and reply address for "
-            "this round no longer decide anything."
-        )
-        await tell(deps, record, round_id, "decided", "[Mailgate] Decided: ", text)
-    return {"seq": event.seq}
-
-
-def decided(number: int, round_id: str, decision: Decision) -> dict[str, Any]:
-    """The ``decided`` event's data: the decision as settled, with its evidence and seal."""
-    return {"round": number, "round_id": round_id, **decision.to_value()}
 
 
 async def close_round_step(ctx: Context, round_id: str, why: str) -> dict[str, Any]:
@@ -608,143 +278,14 @@ async def close_round_step(ctx: Context, round_id: str, why: str) -> dict[str, A
 async def finish_step(
     ctx: Context, request_id: str, state: str, detail: str, tell: bool = False
 ) -> dict[str, Any]:
-    """``tell``: the request ended without its approver (the deadline, a cancellation)."""
-    deps = ctx.get_dependency(Deps)
-    outcome = await conclude(deps, request_id, state, detail)
-    if tell:
-        await tell_approver(deps, request_id, detail)
-    await tidy(deps, request_id, state)
-    return outcome
-
-
-async def tell_approver(deps: Deps, request_id: str, detail: str) -> None:
-    """A short note in the round's thread when the request ended without its approvers (the
-    deadline, a cancellation): their links and reply addresses stop deciding, and they should
-    know why. Nothing when no round was ever sent."""
-    record = await deps.ledger.read(request_id)
-    if record is None:
-        return
-    asked = [e for e in record.chain.events if e.kind == "asked"]
-    if not asked:
-        return
-    round_id = asked[-1].data["round_id"]
-    text = (
-        f"The request to approve the summary of {record.request.url} is {detail}.\n"
-        "Its links and reply address no longer decide anything; nothing is needed from you."
-    )
-    await tell(deps, record, round_id, "ended", "[Mailgate] No longer waiting: ", text)
-
-
-def addressed_in(record: Record, round_id: str) -> list[str]:
-    return votes.addressees(record.request, record.chain.events, round_id)
-
-
-async def tell(
-    deps: Deps, record: Record, round_id: str, kind: str, subject: str, text: str
-) -> None:
-    """Send a note about a round to everyone it was addressed to who had not answered, each
-    in their own thread; once per round and kind (a ``told`` record)."""
-    chain = record.chain
-    key = f"told:{kind}:{round_id}"
-    if chain.keyed(key) is not None:
-        return
-    request = record.request
-    answered = {v.voter for v in votes.votes(chain.events, round_id)}
-    decided = chain.keyed(f"decided:{round_id}")
-    by = {b.strip() for b in str(decided.data.get("by", "")).split(",")} if decided else set()
-    recipients = [
-        a
-        for a in votes.addressees(request, chain.events, round_id)
-        if a not in answered and a not in by
-    ]
-    if not recipients:
-        return
-    everyone = votes.people(request, chain.events)
-    for address in recipients:
-        notice = Notice(
-            request_id=record.request_id,
-            round_id=round_id,
-            to=address,
-            kind=kind,
-            subject=page_subject(subject, request.url),
-            text=text,
-            recipient=everyone.index(address),
-        )
-        await _noting(deps, record.request_id, "tell", lambda n=notice: deps.notifier.tell(n))
-    await deps.ledger.append(
-        record.request_id,
-        "told",
-        {"kind": kind, "round_id": round_id, "to": recipients},
-        key=key,
-        chain=chain,
-    )
-
-
-async def conclude(deps: Deps, request_id: str, state: str, detail: str) -> dict[str, Any]:
-    """Record the end and build the outcome from the trail, as a status read would; its seal
-    pins the trail's head so dropping the newest events is detected. Idempotent."""
-    await deps.ledger.append(
-        request_id, "finished", {"state": state, "detail": detail}, key="finished"
-    )
-    record = await deps.ledger.read(request_id)
-    if record is None:
-        msg = f"{request_id} vanished while finishing"
-        raise Permanent(msg)
-    return with_seal(record.view().to_json(), record.seal)
-
-
-async def tidy(deps: Deps, request_id: str, state: str) -> None:
-    """Once per request (inside a checkpointed step): the cache and the count."""
-    await asyncio.to_thread(deps.pages.drop, request_id)
-    deps.progress.clear(request_id)
-    deps.metrics.requests.labels(state).inc()
+    return await rounds.finish(ctx.get_dependency(Deps), request_id, state, detail, tell)
 
 
 async def callback_step(
     ctx: Context, request_id: str, url: str, outcome: dict[str, Any]
 ) -> dict[str, Any]:
     deps = ctx.get_dependency(Deps)
-    return await callback(deps, request_id, url, outcome)
-
-
-async def callback(
-    deps: Deps, request_id: str, url: str, outcome: dict[str, Any]
-) -> dict[str, Any]:
-    """A callback that never lands is logged, not fatal: the decision itself stands.
-
-    Delivery is at least once: a crash after the POST but before this step's checkpoint sends
-    it again, so receivers deduplicate by request id and state.
-    """
-    body = {k: v for k, v in outcome.items() if k != "seal"}
-    result: dict[str, Any] = {"url": url, "delivered": True}
-    try:
-        await _noting(deps, request_id, "callback", lambda: deps.callbacks.deliver(url, body))
-    except Permanent as exc:
-        logger.error("giving up on the callback for %s: %s", request_id, exc)
-        result = {"url": url, "delivered": False, "error": str(exc)}
-    event = await deps.ledger.append(request_id, "callback", result, key="callback")
-    return with_seal(outcome, event.seal())
-
-
-async def _noting[T](deps: Deps, request_id: str, step: str, work: Callable[[], Awaitable[T]]) -> T:
-    """Run a step with its retry notes routed to this request; surprises become failures.
-
-    A step retries what is worth retrying itself, so anything else that escapes it is turned
-    into a ``Permanent`` error: the request then fails with a status that says why, and its
-    callback still fires.
-    """
-    token = current_request.set(request_id)
-    try:
-        with deps.metrics.step_seconds.labels(step).time():
-            return await work()
-    except Permanent:
-        raise
-    except Exception as exc:
-        logger.exception("step failed unexpectedly for %s", request_id)
-        raise Permanent(f"internal error: {exc}") from exc
-    finally:
-        current_request.reset(token)
-        deps.progress.clear(request_id)
+    return await rounds.callback(deps, request_id, url, outcome)
 
 
 def register(resonate: Any) -> None:

@@ -19,17 +19,14 @@ from resonate.context import Context
 from service import status
 from service.domain import Request
 from service.errors import Permanent
+from service.rounds import Deps, conclude, download, tidy
 from service.steps.summarize import Feedback
 from service.workflow import (
-    Deps,
     _decision,
     ask_step,
     callback_step,
     close_round_step,
-    conclude,
-    download,
     summarize_step,
-    tidy,
 )
 
 
