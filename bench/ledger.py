@@ -32,13 +32,13 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from resonate.resonate import Resonate
+from resonate.types import Value
 
 from service import config, engine
 from service.app import Mailgate, Roles
@@ -296,6 +296,23 @@ async def processes(data: Path) -> AsyncIterator[tuple[str, str]]:
             await process.wait()
 
 
+async def _root(resonate: Resonate, request_id: str, request: Request) -> None:
+    """A request's root as the ledger makes it, but without the worker target: a waiting
+    request's task is suspended on its round, while a root with a target and no worker to take
+    it would leave a pending task the engine keeps offering, which no real backlog has."""
+    await resonate.promises.create(
+        request_id,
+        _now() + 30 * 86_400_000,
+        Value(data={"func": "approval", "args": [request.to_value()], "kwargs": {}, "version": 2}),
+        {
+            "resonate:origin": request_id,
+            "resonate:branch": request_id,
+            "resonate:parent": request_id,
+            "resonate:scope": "global",
+        },
+    )
+
+
 async def build_backlog(engine_url: str, count: int) -> list[str]:
     """``count`` requests waiting in round 1, written as the gateway and a worker would have
     written their trail, without running (or being able to run: no worker) their workflows."""
@@ -316,8 +333,15 @@ async def build_backlog(engine_url: str, count: int) -> list[str]:
             f"nonce-{n}",
         )
         request_id = workflow_id(request.url, request.approver)
-        await ledger.start(request_id, request, timeout=timedelta(days=30), version=2)
-        chain = Chain((await ledger.chain(request_id)).events)
+        await _root(resonate, request_id, request)
+        submitted = await ledger.append(
+            request_id,
+            "submitted",
+            {"request": request.to_value()},
+            key="submitted",
+            chain=Chain(),
+        )
+        chain = Chain([submitted])
         summary = {
             "round": 1,
             "kind": "summary",

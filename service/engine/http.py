@@ -184,10 +184,16 @@ def _error(body: str, status: int, message: str) -> Response:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """Bind before serving, so a taken port is an ``OSError`` here, not uvicorn's exit()."""
+    """Bind before serving, so a taken port is an ``OSError`` here, not uvicorn's exit().
+
+    TCP_NODELAY is set here, on the listening socket, because connections accepted from a
+    socket handed to uvicorn do not get asyncio's default: without it every engine call waited
+    for the peer's delayed ACK (44 ms a call on loopback, against 0.3–0.6 ms with it).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError:
