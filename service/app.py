@@ -37,7 +37,13 @@ from service.config import Settings
 from service.decisions import Decisions
 from service.domain import WORKER_GROUP
 from service.engine.metered import MeteredNetwork
-from service.engine.postgres import PostgresEngine, SchemaMissing, open_postgres, resonate_schema
+from service.engine.postgres import (
+    PostgresEngine,
+    SchemaMissing,
+    Sessions,
+    open_postgres,
+    resonate_schema,
+)
 from service.errors import ConfigError
 from service.gateway.app import build_app
 from service.gateway.auth import ApiTokens
@@ -46,7 +52,7 @@ from service.inbox.handler import ReplyHandler
 from service.inbox.server import InboxServer
 from service.ledger import Ledger, legacy
 from service.ledger.index import Index, PromiseIndex
-from service.ledger.postgres import PostgresIndex, Retention, migrate
+from service.ledger.postgres import PostgresIndex, Retention, applied, migrate, pending
 from service.mail import signing
 from service.mail.send import Mailer, SmtpSettings, smtp_reachable
 from service.metrics import Metrics
@@ -595,3 +601,39 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+@dataclass(frozen=True)
+class DatabaseReport:
+    """What ``mailgate db check`` found in the Postgres engine's database."""
+
+    resonate_version: str | None
+    applied: list[int]
+    pending: list[str]
+
+    @property
+    def ready(self) -> bool:
+        return self.resonate_version is not None and not self.pending
+
+
+async def check_database(settings: Settings) -> DatabaseReport:
+    """Raises ``EngineUnavailable`` when Postgres cannot be reached."""
+    sessions = Sessions(settings.postgres_url())
+    try:
+        schema = await resonate_schema(sessions)
+        versions = await applied(sessions)
+        return DatabaseReport(schema.version, versions, pending(versions))
+    finally:
+        await sessions.close()
+
+
+async def migrate_database(settings: Settings) -> list[str]:
+    """Apply Mailgate's pending migrations; refuses while resonate-pg's schema is missing (the
+    roles could not start on that database anyway)."""
+    sessions = Sessions(settings.postgres_url())
+    try:
+        if (await resonate_schema(sessions)).version is None:
+            raise ConfigError(str(SchemaMissing()))
+        return await migrate(sessions)
+    finally:
+        await sessions.close()

@@ -8,10 +8,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from smtp_sink import free_port
 from support import local, wait_for_state
 
-from service import config
+from service import cli, config
 from service.app import Mailgate, Roles
+from service.engine.postgres import RESONATE_SQL_SHA256
 from service.errors import ConfigError
 from service.ledger.postgres import PostgresIndex, Retention
 
@@ -171,3 +173,36 @@ def test_a_password_in_the_url_is_masked():
     shown = settings.masked()["MAILGATE_ENGINE"]
     assert shown == "postgres://mailgate:******@db/mailgate"
     assert "hunter2" not in "".join(settings.masked().values())
+
+
+def test_db_check_says_what_to_run_until_both_schemas_are_there(postgres_server, capsys):
+    env = {"MAILGATE_ENGINE": postgres_server.url("postgres"), "MAILGATE_LOG_LEVEL": "ERROR"}
+    assert cli.main(["db", "check"], env) == 1
+    out = capsys.readouterr().out
+    assert "resonate-pg schema: MISSING" in out and RESONATE_SQL_SHA256 in out
+    assert cli.main(["db", "migrate"], env) == 2, "refused without resonate-pg's schema"
+
+    env["MAILGATE_ENGINE"] = postgres_server.new_database()
+    assert cli.main(["db", "check"], env) == 1
+    out = capsys.readouterr().out
+    assert "resonate-pg schema: version 0.1.0" in out
+    assert "0001_init.sql not applied yet" in out and "mailgate db migrate" in out
+    assert cli.main(["db", "migrate"], env) == 0
+    assert "applied 0001_init.sql" in capsys.readouterr().out
+    assert cli.main(["db", "migrate"], env) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert cli.main(["db", "check"], env) == 0
+    assert "mailgate schema: up to date (migrations 1)" in capsys.readouterr().out
+    assert cli.main(["healthcheck", "--role", "worker"], env) == 0
+
+
+def test_db_check_without_postgres_says_so(capsys):
+    assert cli.main(["db", "check"], {"MAILGATE_ENGINE": "memory"}) == 2
+    assert "MAILGATE_ENGINE=postgresql://" in capsys.readouterr().err
+
+
+def test_an_unreachable_database_is_reported(capsys):
+    env = {"MAILGATE_ENGINE": f"postgresql://mailgate@127.0.0.1:{free_port()}/mailgate"}
+    assert cli.main(["db", "check"], env) == 1
+    assert "cannot reach postgresql://mailgate@127.0.0.1" in capsys.readouterr().err
+    assert cli.main(["healthcheck", "--role", "worker"], env) == 1

@@ -243,11 +243,19 @@ class SchemaMissing(EngineError):
 
     def __init__(self) -> None:
         super().__init__(
-            "the Postgres database has no resonate-pg schema: apply resonate.sql from "
-            f"resonate-pg at commit {RESONATE_SQL_COMMIT} (sha256 {RESONATE_SQL_SHA256}), e.g. "
-            f"`curl -fsSL {RESONATE_SQL_URL} -o resonate.sql && sha256sum resonate.sql && psql "
-            '"$URL" -f resonate.sql`; `mailgate db check` says what is there'
+            "the Postgres database has no resonate-pg schema (`mailgate db check` says what is "
+            f"there); {how_to_apply()}"
         )
+
+
+def how_to_apply() -> str:
+    """The commands that apply the pinned resonate.sql, for messages and ``db check``."""
+    return (
+        f"apply resonate.sql of resonate-pg at commit {RESONATE_SQL_COMMIT}:\n"
+        f"    curl -fsSL {RESONATE_SQL_URL} -o resonate.sql\n"
+        f"    echo '{RESONATE_SQL_SHA256}  resonate.sql' | sha256sum -c -\n"
+        '    psql "$MAILGATE_ENGINE" -v ON_ERROR_STOP=1 -f resonate.sql'
+    )
 
 
 async def resonate_schema(sessions: Sessions) -> Schema:
