@@ -324,9 +324,10 @@ class Mailgate:
                 pid=self.pid,
                 group=group,
                 drive_timers=self.roles.worker,
+                lease_ttl_s=self.settings.lease_ttl,
             )
             connection = self.postgres.connection
-            return connection, [connection] if listen else []
+            return self.postgres.network, [connection] if listen else []
         assert self.settings.resonate_url is not None
         return engine.remote_connections(
             self.settings.resonate_url,

@@ -15,6 +15,12 @@ because the connector as shipped does not survive a Postgres restart well:
   expiries stopped for good after an outage. Workers run ``TimerDriver`` instead, which keeps
   calling it with a capped backoff; pg_cron (resonate.sql schedules it when present) may run
   beside it, the function is safe to call concurrently.
+- **Releases.** When a workflow's step fails because Postgres went away, the SDK releases its
+  task so another attempt starts at once; but that release fails too (Postgres is away), the
+  SDK only logs it, and the task stays leased to this process until the lease runs out
+  (``MAILGATE_LEASE_TTL``, a minute by default): that was most of the minute waiting requests
+  took to resume. ``RetryingReleases`` sends such a release again, with a short capped
+  backoff, until Postgres answers or the lease would have run out anyway.
 - **Schema.** ``resonate_schema`` says whether resonate.sql was applied and which version; Mailgate
   never ships or changes that file (it is resonate-pg's).
 
@@ -26,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+from resonate_base.error import ConnectorError
 from resonate_pg import PostgresConnection
 
 from service.engine.errors import EngineError, EngineUnavailable
@@ -62,6 +70,8 @@ SCHEMA_VERSION_SQL = "SELECT resonate.get_schema_version()"
 PROCESS_TIMEOUTS_SQL = "SELECT resonate.process_timeouts()"
 
 Sleeper = Callable[[float], Awaitable[None]]
+#: The envelope's kind comes first in the SDK's encoding (see ``metered.py``).
+_RELEASE = re.compile(r'"kind"\s*:\s*"task\.release"')
 
 
 class Sessions:
@@ -191,12 +201,66 @@ class TimerDriver:
             await self._sleeper(delay)
 
 
+class RetryingReleases:
+    """The connector as the SDK's ``Network``, except that a ``task.release`` the transport
+    failed to deliver is sent again in the background (see the module docstring). Sending
+    it twice is harmless: a task already released, or leased again since, answers 409."""
+
+    def __init__(
+        self,
+        connection: PostgresConnection,
+        *,
+        give_up_after_s: float,
+        sleeper: Sleeper = asyncio.sleep,
+    ) -> None:
+        self._connection = connection
+        self._give_up_after_s = give_up_after_s
+        self._sleeper = sleeper
+        self._retries: set[asyncio.Task[None]] = set()
+        self.resent = 0
+
+    async def start(self) -> None:
+        await self._connection.start()
+
+    async def stop(self) -> None:
+        for task in list(self._retries):
+            task.cancel()
+        await asyncio.gather(*self._retries, return_exceptions=True)
+        await self._connection.stop()
+
+    async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
+        try:
+            return await self._connection.send(req, headers)
+        except ConnectorError:
+            if _RELEASE.search(req, 0, 200):
+                task = asyncio.create_task(self._resend(req, headers))
+                self._retries.add(task)
+                task.add_done_callback(self._retries.discard)
+            raise
+
+    async def _resend(self, req: str, headers: dict[str, str] | None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._give_up_after_s
+        delay = 0.25
+        while loop.time() < deadline:
+            await self._sleeper(delay)
+            try:
+                await self._connection.send(req, headers)
+            except ConnectorError:
+                delay = min(delay * 2, RECONNECT_S)
+                continue
+            self.resent += 1
+            logger.info("postgres: released a task whose release the outage had cut off")
+            return
+
+
 @dataclass
 class PostgresEngine:
     """What a role opens on a Postgres engine: the connector, its sessions, and (in a worker)
     the timer driver. ``start`` and ``stop`` cover what the SDK does not start itself."""
 
     connection: PostgresConnection
+    network: RetryingReleases
     sessions: Sessions
     timers: TimerDriver | None
 
@@ -207,12 +271,15 @@ class PostgresEngine:
     async def stop(self) -> None:
         if self.timers is not None:
             await self.timers.stop()
-        await self.connection.stop()
+        await self.network.stop()
         await self.sessions.close()
 
 
-def open_postgres(url: str, *, pid: str, group: str, drive_timers: bool) -> PostgresEngine:
-    """The connector for ``group``; nothing connects until it is started and used."""
+def open_postgres(
+    url: str, *, pid: str, group: str, drive_timers: bool, lease_ttl_s: float = 60.0
+) -> PostgresEngine:
+    """The connector for ``group``; nothing connects until it is started and used. The SDK
+    gets ``network`` to send through and ``connection`` as its source of pushed work."""
     sessions = Sessions(url)
     connection = PostgresConnection(
         pid=pid,
@@ -222,7 +289,8 @@ def open_postgres(url: str, *, pid: str, group: str, drive_timers: bool) -> Post
         sleeper=_capped_sleep,
     )
     timers = TimerDriver(sessions) if drive_timers else None
-    return PostgresEngine(connection, sessions, timers)
+    network = RetryingReleases(connection, give_up_after_s=lease_ttl_s)
+    return PostgresEngine(connection, network, sessions, timers)
 
 
 async def _capped_sleep(seconds: float) -> None:
