@@ -19,7 +19,7 @@ import secrets as pysecrets
 import ssl
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
@@ -32,7 +32,7 @@ from resonate.timing import now_ms
 from resonate_base.connections import Network, Source
 from resonate_base.error import ConnectorError
 
-from service import engine, workflow
+from service import engine, retry, workflow
 from service.config import Settings
 from service.decisions import Decisions
 from service.domain import WORKER_GROUP
@@ -58,6 +58,7 @@ from service.mail.send import Mailer, SmtpSettings, smtp_reachable
 from service.metrics import Metrics
 from service.pagecache import PageCache
 from service.progress import Progress
+from service.retry import Retry
 from service.steps.callback import CallbackSender
 from service.steps.fetch import Fetcher, HttpFetcher
 from service.steps.notify import ConsoleNotifier, Notifier, SmtpNotifier
@@ -75,6 +76,7 @@ GATEWAY_GROUP = "gateway"
 INBOX_GROUP = "inbox"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 MIN_SECRET_CHARS = 16
+ENGINE_WAIT = replace(retry.ENGINE, transient=(ServerError, ConnectorError))
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,7 @@ class Mailgate:
         if self.connection is None:
             await self._wait_for_engine(ledger)
         if self.roles.worker:
-            resonate.with_dependency(await self._deps(secrets, ledger, self.progress))
+            resonate.with_dependency(await self._deps(secrets, ledger, decisions, self.progress))
             if self.postgres is None:  # release 0.1 never ran on Postgres: nothing to adopt
                 await legacy.adopt(ledger)
         resonate.start()
@@ -356,19 +358,16 @@ class Mailgate:
         Postgres, a database without resonate-pg's schema is an operator's mistake and stops
         the role; Mailgate's own tables are created or migrated here."""
         where = self._engine_name()
-        delay = 0.5
-        while True:
-            try:
-                await self._prepare(ledger)
-            except (ServerError, ConnectorError) as exc:
-                problem = str(exc)
-            else:
-                break
+
+        def waiting(failure: Retry) -> None:
             logger.warning(
-                "waiting for the engine at %s (%s); retrying in %.1fs", where, problem, delay
+                "waiting for the engine at %s (%s); retrying in %.1fs",
+                where,
+                failure.error,
+                failure.delay_s,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+        await ENGINE_WAIT.run(lambda: self._prepare(ledger), on_retry=waiting)
         logger.info("engine at %s is reachable", where)
 
     async def _prepare(self, ledger: Ledger) -> None:
@@ -416,7 +415,11 @@ class Mailgate:
         return self._server.servers[0].sockets[0].getsockname()[1]
 
     async def _deps(
-        self, secrets: tuple[str, ...], ledger: Ledger, progress: Progress
+        self,
+        secrets: tuple[str, ...],
+        ledger: Ledger,
+        decisions: Decisions,
+        progress: Progress,
     ) -> workflow.Deps:
         settings = self.settings
         self.fetcher = self._fetcher()
@@ -432,6 +435,7 @@ class Mailgate:
             pages=PageCache(settings.data_dir / "pages"),
             links=workflow.Links(settings.public_url, secrets, settings.decision_ttl),
             ledger=ledger,
+            decisions=decisions,
             progress=progress,
             metrics=self.metrics,
             round_timeout=timedelta(seconds=settings.workflow_timeout),
@@ -445,7 +449,6 @@ class Mailgate:
             "max_bytes": settings.fetch_max_bytes,
             "timeout_s": settings.fetch_timeout,
             "attempts": settings.fetch_attempts,
-            "backoff_s": 1.0,
         }
         if settings.fetcher == "browser":
             from service.steps.browser import BrowserFetcher  # selenium only when asked for
@@ -563,11 +566,14 @@ class Mailgate:
                 allowed_approvers=settings.allowed_approvers,
                 allow_private_urls=settings.allow_private_urls,
                 workflow_timeout_s=settings.workflow_timeout,
+                decision_ttl_s=settings.decision_ttl,
+                remind_after_s=settings.remind_after,
+                remind_every_s=settings.remind_every,
             ),
             clock=self.clock,
             secrets=secrets,
             public_url=settings.public_url,
-            link_ttl_s=settings.decision_ttl,
+            link_ttl_s=settings.workflow_timeout,
             api_tokens=ApiTokens(settings.named_api_tokens),
             metrics=self.metrics,
             workflow_version=workflow.VERSION,

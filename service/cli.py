@@ -46,7 +46,12 @@ EXIT_CONFIG = 2
 LOGGING = frozenset({"MAILGATE_LOG_LEVEL", "MAILGATE_LOG_FORMAT"})
 ENGINE = frozenset({"RESONATE_URL", "MAILGATE_ENGINE", "MAILGATE_ENGINE_PASSWORD_FILE"})
 SIGNING = frozenset({"MAILGATE_SECRET", "MAILGATE_DATA_DIR"}) | ENGINE
-GATEWAY_CLIENT = LOGGING | {"MAILGATE_HTTP_HOST", "MAILGATE_HTTP_PORT", "MAILGATE_API_TOKEN"}
+GATEWAY_CLIENT = LOGGING | {
+    "MAILGATE_HTTP_HOST",
+    "MAILGATE_HTTP_PORT",
+    "MAILGATE_API_TOKEN",
+    "MAILGATE_API_TOKENS",
+}
 REPLYING = (
     GATEWAY_CLIENT
     | SIGNING
@@ -133,8 +138,24 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--callback", metavar="URL", help="POST the outcome here")
     submit.add_argument("--repeat", action="store_true", help="start afresh if finished")
     submit.add_argument("--wait", action="store_true", help="block until it ends")
+    submit.add_argument(
+        "--expires-in",
+        metavar="DURATION",
+        help="each round's deadline (default MAILGATE_DECISION_TTL)",
+    )
+    submit.add_argument(
+        "--on-expiry",
+        choices=["expire", "reject", "approve"],
+        help="what a passed deadline means (default: expire)",
+    )
     _gateway_option(submit)
     submit.set_defaults(needs=GATEWAY_CLIENT, run=_submit)
+
+    cancel = sub.add_parser("cancel", help="cancel a request that has not ended")
+    cancel.add_argument("id")
+    cancel.add_argument("--reason")
+    _gateway_option(cancel)
+    cancel.set_defaults(needs=GATEWAY_CLIENT, run=_cancel)
 
     status = sub.add_parser("status", help="show one request, or list them")
     status.add_argument("id", nargs="?")
@@ -347,10 +368,18 @@ def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.
         raise ConfigError(msg) from None
 
 
+#: ``submit --wait`` exits with the request's end (2 is taken by configuration errors).
+WAIT_EXIT = {"approved": 0, "failed": 1, "rejected": 3, "expired": 4, "cancelled": 5}
+
+
 def _submit(args: argparse.Namespace, settings: config.Settings) -> int:
-    body = {"url": args.url, "email": args.to, "repeat": args.repeat}
+    body: dict[str, Any] = {"url": args.url, "email": args.to, "repeat": args.repeat}
     if args.callback:
         body["callback_url"] = args.callback
+    if args.expires_in:
+        body["expires_in"] = args.expires_in
+    if args.on_expiry:
+        body["on_expiry"] = args.on_expiry
     with _client(args, settings) as client:
         response = _call(client, "POST", "/requests", json=body)
         if response.status_code not in (200, 202):
@@ -362,10 +391,20 @@ def _submit(args: argparse.Namespace, settings: config.Settings) -> int:
             return 0
         while True:
             state = _call(client, "GET", f"/requests/{request_id}").json()
-            if state["state"] in ("approved", "failed"):
+            if state["state"] in WAIT_EXIT:
                 _print_view(state)
-                return 0 if state["state"] == "approved" else 1
+                return WAIT_EXIT[state["state"]]
             time.sleep(1)
+
+
+def _cancel(args: argparse.Namespace, settings: config.Settings) -> int:
+    with _client(args, settings) as client:
+        response = _call(client, "DELETE", f"/requests/{args.id}", json={"reason": args.reason})
+    if response.status_code != 202:
+        print(f"mailgate: {_error(response)}", file=sys.stderr)
+        return 1
+    print(f"{args.id}: cancelling")
+    return 0
 
 
 def _status(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -399,16 +438,16 @@ EXIT_UNVERIFIABLE = 3
 def _audit_verify(args: argparse.Namespace, settings: config.Settings) -> int:
     """Exit 0 when every trail checked is intact, 1 when any was tampered with, 3 when some
     could only be partly checked (events signed with a key no longer configured)."""
+    path = f"/requests/{args.id}/events" if args.id else "/audit/verify"
     with _client(args, settings) as client:
-        if args.id:
-            response = _call(client, "GET", f"/requests/{args.id}/events")
-            if response.status_code != 200:
-                print(f"mailgate: {_error(response)}", file=sys.stderr)
-                return 1
-            results = [response.json()["verification"]]
-        else:
-            response = _call(client, "GET", "/audit/verify")
-            results = [json.loads(line) for line in response.text.splitlines() if line]
+        response = _call(client, "GET", path)
+    if response.status_code != 200:
+        print(f"mailgate: {_error(response)}", file=sys.stderr)
+        return 1
+    if args.id:
+        results = [response.json()["verification"]]
+    else:
+        results = [json.loads(line) for line in response.text.splitlines() if line]
     for result in results:
         print(f"{result['request_id']}  {result['verdict']:<12}  {result['events']} events")
         for problem in result["problems"]:
@@ -649,12 +688,20 @@ def _error(response: httpx.Response) -> str:
 
 
 def _print_view(view: dict[str, Any]) -> None:
+    """A request: its rounds when the view has them (``status ID``), their count in a listing
+    row. A round without a decision is "pending" only while the request has not ended."""
     print(f"{view['id']}  {view['state']:<11}  {view['url']}  → {view['approver']}")
     print(f"    {view['detail']}")
+    if isinstance(view["rounds"], int):
+        print(f"    {view['rounds']} round(s)")
+        return
+    ended = view["state"] not in ("summarizing", "waiting")
     for entry in view["rounds"]:
         decided = (
             f"{entry['decision']} by {entry['by']} via {entry['via']}"
             if entry["decision"]
+            else "no decision"
+            if ended
             else "pending"
         )
         print(

@@ -25,35 +25,10 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from service.durations import format_duration, parse_duration
 from service.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-
-
-def parse_duration(value: Any) -> float:
-    """Durations are written ``90s``, ``15m``, ``24h``, ``7d`` (a bare number is seconds)."""
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    match = _DURATION.match(text)
-    if not match:
-        msg = f"{value!r} is not a duration like 90s, 15m, 24h or 7d"
-        raise ValueError(msg)
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def format_duration(seconds: float) -> str:
-    """A duration as it would be written: the largest unit that divides it (``7d``, ``90s``)."""
-    millis = round(seconds * 1000)
-    for unit in ("d", "h", "m", "s"):
-        size = round(_UNIT_SECONDS[unit] * 1000)
-        if millis % size == 0:
-            return f"{millis // size}{unit}"
-    return f"{millis}ms"
 
 
 def _flag(value: Any) -> bool:
@@ -94,6 +69,8 @@ def _named(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+#: A duration where 0 means "never" (reminders off).
+SecondsOrOff = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Csv = Annotated[tuple[str, ...], BeforeValidator(_csv)]
 NamedTokens = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_named)]
@@ -152,7 +129,21 @@ class Settings(BaseModel):
         description="Addresses and @domain entries Mailgate may email; empty allows anyone.",
     )
     decision_ttl: Seconds = Field(
-        "7d", alias="MAILGATE_DECISION_TTL", description="How long a decision link is valid."
+        "7d",
+        alias="MAILGATE_DECISION_TTL",
+        description="Each round's deadline, counted from when it was sent (a request's "
+        "expires_in overrides it). Links and reply addresses work exactly while it waits.",
+    )
+    remind_after: SecondsOrOff = Field(
+        "24h",
+        alias="MAILGATE_REMIND_AFTER",
+        description="Remind an approver who has not answered this long after a round was sent "
+        "(in the same thread); 0 turns reminders off.",
+    )
+    remind_every: SecondsOrOff = Field(
+        "48h",
+        alias="MAILGATE_REMIND_EVERY",
+        description="Then remind again this often until the deadline; 0: remind once.",
     )
     workflow_timeout: Seconds = Field(
         "365d",

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.domain import Decision, Verdict, Via, normalize_email
+from service.domain import Decision, Ending, OnExpiry, Via, normalize_email
 from service.errors import BadToken
-from service.ledger import Ledger, Round
+from service.ledger import Chain, Ledger, Round
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,28 @@ class Duplicate:
 Outcome = Accepted | AlreadyDecided | Duplicate
 
 
+@dataclass(frozen=True)
+class Cancelling:
+    """The cancellation is recorded; the request ends ``cancelled`` as soon as its workflow
+    sees it (at once when a round waits, else before its next email)."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    request_id: str
+    state: str
+
+
+#: What the clock's decision is, by the submitter's ``on_expiry``.
+EXPIRY_VERDICTS: dict[OnExpiry, Ending] = {
+    "expire": "expire",
+    "reject": "reject",
+    "approve": "approve",
+}
+
+
 class Decisions:
     def __init__(self, ledger: Ledger, metrics: Metrics, clock: Callable[[], int]) -> None:
         self.ledger = ledger
@@ -77,7 +99,7 @@ class Decisions:
         self,
         found: Round,
         *,
-        verdict: Verdict,
+        verdict: Ending,
         reason: str | None,
         actor: Actor,
         approver: str | None = None,
@@ -118,6 +140,43 @@ class Decisions:
         )
         return Accepted(request_id, mine)
 
+    async def expire(self, found: Round, on_expiry: OnExpiry, deadline_at: int) -> Outcome:
+        """The clock decides a round nobody decided by its deadline, as any decider does: the
+        first settle wins, so a person's last-second answer and the deadline never both count.
+        Approval by expiry happens only when the submitter asked for it, and says so."""
+        evidence = {"deadline_at": str(deadline_at), "on_expiry": on_expiry}
+        actor = Actor("mailgate", "expiry", evidence)
+        return await self.decide(
+            found, verdict=EXPIRY_VERDICTS[on_expiry], reason=None, actor=actor
+        )
+
+    async def cancel(
+        self, request_id: str, *, actor: Actor, reason: str | None
+    ) -> Cancelling | Finished | None:
+        """Record the cancellation, then end the waiting round with it if one waits. The
+        workflow checks for the record before and after each email, and this reads the trail
+        after writing it, so a round being asked at this very moment is caught by one or the
+        other. None when there is no such request."""
+        record = await self.ledger.read(request_id)
+        if record is None:
+            return None
+        view = record.view()
+        if view.finished:
+            return Finished(request_id, view.state)
+        await self.ledger.append(
+            request_id,
+            "cancel_requested",
+            {"reason": reason, **_actor(actor)},
+            key="cancel_requested",
+            chain=record.chain,
+        )
+        waiting = waiting_round(await self.ledger.chain(request_id))
+        if waiting is not None:
+            found = await self.find(waiting)
+            if found.pending:
+                await self.decide(found, verdict="cancel", reason=reason, actor=actor)
+        return Cancelling(request_id)
+
     async def refuse(self, found: Round, why: str, actor: Actor) -> None:
         """Record an attempt that reached a known round and was turned away."""
         await self.ledger.append(
@@ -140,8 +199,30 @@ class Decisions:
         mine = actor.channel_id
         if stored is not None and mine is not None and stored.evidence.get("message_id") == mine:
             return Duplicate(request_id, stored)
-        await self.refuse(found, "already decided", actor)
+        await self.refuse(found, late_why(stored), actor)
         return AlreadyDecided(request_id, stored, state)
+
+
+def late_why(stored: Decision | None) -> str:
+    """Why an answer came too late, in one word the trail and the transports share."""
+    if stored is not None and stored.via == "expiry":
+        return "expired"
+    if stored is not None and stored.verdict == "cancel":
+        return "cancelled"
+    return "already decided"
+
+
+def waiting_round(chain: Chain) -> str | None:
+    """The round that was asked and is not decided yet, by the trail."""
+    decided = {e.data.get("round_id") for e in chain.events if e.kind == "decided"}
+    asked = [e.data["round_id"] for e in chain.events if e.kind == "asked"]
+    return next((r for r in reversed(asked) if r not in decided), None)
+
+
+def cancellation(chain: Chain) -> dict[str, Any] | None:
+    """The recorded request to cancel, if any."""
+    found = chain.keyed("cancel_requested")
+    return found.data if found is not None else None
 
 
 def _actor(actor: Actor) -> dict[str, Any]:

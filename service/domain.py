@@ -14,14 +14,22 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+#: What a person can answer.
 Verdict = Literal["approve", "reject"]
-#: ``cli`` is only ever read back from decisions written before the operator API named itself.
-Via = Literal["link", "reply", "api", "cli"]
+#: What settles a round: a person's verdict, the deadline passing, or a cancellation.
+Ending = Literal["approve", "reject", "expire", "cancel"]
+#: ``cli`` is only ever read back from decisions written before the operator API named itself;
+#: ``expiry`` is the clock deciding at a round's deadline.
+Via = Literal["link", "reply", "api", "cli", "expiry"]
+#: What the submitter chose to happen when a round's deadline passes with no decision.
+OnExpiry = Literal["expire", "reject", "approve"]
+ON_EXPIRY: tuple[OnExpiry, ...] = ("expire", "reject", "approve")
 
-DECISION_VERSION = 2
-#: Decision values this release reads: version 1 (before the audit trail) and its own.
-DECISION_VERSIONS = (1, 2)
-REQUEST_SCHEMA = 2
+DECISION_VERSION = 3
+#: Decision values this release reads: 1 (release 0.1), 2 (with evidence and a seal), 3 (the
+#: clock's and a cancellation's endings besides people's verdicts).
+DECISION_VERSIONS = (1, 2, 3)
+REQUEST_SCHEMA = 3
 #: A reason is prompt input for the next summary; a pasted log must not crowd out the page.
 REASON_MAX_CHARS = 4000
 WORKFLOW_PREFIX = "mg-"
@@ -103,7 +111,7 @@ class Decision:
     kept with the decision itself so the audit trail never has to be believed on its own.
     """
 
-    verdict: Verdict
+    verdict: Ending
     reason: str | None
     by: str
     via: Via
@@ -112,10 +120,15 @@ class Decision:
     evidence: dict[str, str] = field(default_factory=dict)
     seal: Seal | None = None
 
+    @property
+    def ends_request(self) -> bool:
+        """Anything but a person's "no" ends the request; that one asks again."""
+        return not (self.verdict == "reject" and self.via != "expiry")
+
     @classmethod
     def new(
         cls,
-        verdict: Verdict,
+        verdict: Ending,
         reason: str | None,
         by: str,
         via: Via,
@@ -137,7 +150,7 @@ class Decision:
         if not isinstance(value, dict) or value.get("v") not in DECISION_VERSIONS:
             msg = f"not a decision this release can read: {value!r}"
             raise ValueError(msg)
-        if value.get("verdict") not in ("approve", "reject"):
+        if value.get("verdict") not in ("approve", "reject", "expire", "cancel"):
             msg = f"unknown verdict in decision: {value.get('verdict')!r}"
             raise ValueError(msg)
         evidence = value.get("evidence")
@@ -162,13 +175,59 @@ def clip_reason(reason: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """How long each round may wait, when its approver is reminded, and what its end means.
+
+    Captured at submission (from ``expires_in``/``on_expiry`` and the reminder settings), so a
+    request keeps the schedule it was promised whatever the settings say later. Times are
+    milliseconds; ``remind_after_ms`` 0 means no reminders.
+    """
+
+    expires_in_ms: int
+    remind_after_ms: int
+    remind_every_ms: int
+    on_expiry: OnExpiry = "expire"
+
+    def to_value(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_value(cls, value: Any) -> Deadline | None:
+        if not isinstance(value, dict):
+            return None
+        return cls(
+            int(value["expires_in_ms"]),
+            int(value.get("remind_after_ms", 0)),
+            int(value.get("remind_every_ms", 0)),
+            value.get("on_expiry", "expire"),
+        )
+
+    def reminders(self, asked_at: int) -> list[int]:
+        """When the approver of a round asked at ``asked_at`` is reminded: after
+        ``remind_after_ms``, then every ``remind_every_ms`` (0: once), always before the
+        deadline."""
+        if self.remind_after_ms <= 0:
+            return []
+        deadline = asked_at + self.expires_in_ms
+        times: list[int] = []
+        at = asked_at + self.remind_after_ms
+        while at < deadline:
+            times.append(at)
+            if self.remind_every_ms <= 0:
+                break
+            at += self.remind_every_ms
+        return times
+
+
+@dataclass(frozen=True)
 class Request:
     """What was submitted, as the workflow receives it and the audit trail records it.
 
     ``schema`` versions the shape: release 0.1 stored a plain dict without one (read here as
-    schema 1), so data dirs written by it keep loading. ``submitted_by`` is the authenticated
-    submitter (an API token's name, or ``local`` where no token is configured); ``client`` is
-    what the caller said it was (``cli``), an untrusted hint kept next to it.
+    schema 1), so data dirs written by it keep loading; schema 3 added the ``deadline`` (None
+    for older requests: they wait as long as the workflow lives). ``submitted_by`` is the
+    authenticated submitter (an API token's name, or ``local`` where no token is configured);
+    ``client`` is what the caller said it was (``cli``), an untrusted hint kept next to it.
     """
 
     url: str
@@ -178,6 +237,7 @@ class Request:
     submitted_by: str = "unknown"
     client: str | None = None
     nonce: str = ""
+    deadline: Deadline | None = None
     schema: int = REQUEST_SCHEMA
 
     @property
@@ -204,6 +264,7 @@ class Request:
             submitted_by=str(value.get("submitted_by", "unknown")),
             client=value.get("client"),
             nonce=str(value.get("nonce", "")),
+            deadline=Deadline.from_value(value.get("deadline")),
             schema=schema,
         )
 
@@ -230,7 +291,10 @@ class Ask:
 
     ``promise_id`` identifies the round durably; notifiers derive idempotent artefacts from it
     (a deterministic Message-ID, the reply token), so a resend after a crash is the same
-    message, not a new request.
+    message, not a new request. ``reminder`` is 0 for the request itself and N for its Nth
+    reminder, which repeats it in the same thread with the very same link and reply address
+    (both signed as of ``issued_at``, when the round was first sent); ``expires_at`` is the
+    round's deadline (None for requests submitted before deadlines existed).
     """
 
     request_id: str
@@ -242,4 +306,20 @@ class Ask:
     summary: str
     previous_reason: str | None
     decide_url: str
-    expires_at: int
+    expires_at: int | None
+    reminder: int = 0
+    issued_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A short note to an approver about a round (it expired, was cancelled, was decided by
+    someone else), threaded under the round's email. ``kind`` makes its Message-ID: the same
+    note sent twice after a crash is one message to the mail client."""
+
+    request_id: str
+    round_id: str
+    to: str
+    kind: str
+    subject: str
+    text: str

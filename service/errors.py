@@ -3,7 +3,8 @@
 Errors carry the evidence a caller needs to explain the failure (the host that did not
 resolve, when a token was signed) but no status codes: each transport maps them itself.
 ``Permanent`` marks failures that retrying cannot fix, so the workflow fails at once with the
-error's message as its status.
+error's message as its status; ``Transient`` marks the ones that waiting may fix, which a
+step's retry policy (``service.retry``) waits out and never lets reach the workflow.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ class MailgateError(Exception):
 
 class Permanent(MailgateError):
     """Retrying will not help: the request fails with this message."""
+
+
+class Transient(MailgateError):
+    """Not this time; trying again later may succeed. The message says what went wrong (and
+    what would fix it, where an operator can), for logs and the request's status."""
 
 
 class HostNotFound(Permanent):

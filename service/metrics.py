@@ -17,7 +17,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "mailgate_requests",
-            "Requests by what happened to them (submitted, approved, failed).",
+            "Requests by what happened to them (submitted, and each way they end: approved, "
+            "rejected, expired, cancelled, failed).",
             ["state"],
             registry=self.registry,
         )
@@ -37,6 +38,11 @@ class Metrics:
             "mailgate_inbound_replies",
             "Inbound replies by outcome (decided, unclear, ignored, refused).",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.reminders = Counter(
+            "mailgate_reminders",
+            "Reminders sent to approvers who had not answered.",
             registry=self.registry,
         )
         self.engine_requests = Counter(

@@ -2,9 +2,11 @@
 
 The inbox receives nothing but the recipient address, so the token must carry the promise id
 itself, authenticated. It must also fit an address local part (at most 58 characters after
-``reply+``) and survive MTAs that change the case of local parts. itsdangerous' mixed-case
-base64 output fits neither rule, so this module packs the fields by hand and writes them in
-lowercase base32 (an accepted exception to "prefer a library").
+``reply+``) and survive MTAs that change the case of local parts. No token library fits:
+itsdangerous writes the value as text beside a mixed-case base64 signature, and JWT, Fernet,
+Branca and PASETO are mixed-case too and longer than 58 characters before any payload. So this
+module packs the fields by hand and writes them in lowercase base32, with the standard
+library's HMAC (an accepted exception to "prefer a library").
 
 Packed fields, big-endian: format version (1 byte), the workflow id's 10-byte digest, its
 generation (2 bytes), the promise's sequence number (4 bytes), the issue time in seconds
@@ -12,7 +14,8 @@ generation (2 bytes), the promise's sequence number (4 bytes), the issue time in
 
 Promise ids are assigned by the SDK as ``<workflow id>:<n>`` and workflow ids are
 ``mg-<20 hex>`` or ``mg-<20 hex>-<generation>`` (``service.domain.workflow_id``); both shapes are
-packed losslessly and anything else is refused at mint time rather than minted ambiguously.
+packed losslessly (and rebuilt with the SDK's rule, ``ledger.ids.call_id``), and anything else
+is refused at mint time rather than minted ambiguously.
 
 The MAC key is derived from each secret with a salt of its own, so a link token, a session
 cookie or any other HMAC made with the same secret never verifies as a reply token. Secrets are
@@ -30,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.errors import BadToken
+from service.ledger.ids import call_id
 
 REPLY_SALT = b"mailgate.reply-address.v1"
 TOKEN_MAX_CHARS = 58
@@ -90,7 +94,7 @@ def _pack(promise_id: str, issued_s: int) -> bytes:
 def _unpack(payload: bytes) -> ReplyToken:
     _, digest, generation, sequence, issued_s = _FIELDS.unpack(payload)
     workflow = f"mg-{digest.hex()}" if generation == 1 else f"mg-{digest.hex()}-{generation}"
-    return ReplyToken(f"{workflow}:{sequence}", issued_s * 1000)
+    return ReplyToken(call_id(workflow, sequence), issued_s * 1000)
 
 
 def _sign(payload: bytes, secret: str, salt: bytes) -> bytes:

@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from service.domain import Request
+from service.domain import Ending, Request
 
-RequestState = Literal["summarizing", "waiting", "approved", "failed"]
-REQUEST_STATES: tuple[RequestState, ...] = ("summarizing", "waiting", "approved", "failed")
-FINISHED_STATES = frozenset({"approved", "failed"})
+RequestState = Literal[
+    "summarizing", "waiting", "approved", "rejected", "expired", "cancelled", "failed"
+]
+REQUEST_STATES: tuple[RequestState, ...] = (
+    "summarizing",
+    "waiting",
+    "approved",
+    "rejected",
+    "expired",
+    "cancelled",
+    "failed",
+)
+#: ``rejected`` is only ever the clock's (a person's "no" asks again): the submitter chose
+#: ``on_expiry: reject``.
+FINISHED_STATES = frozenset({"approved", "rejected", "expired", "cancelled", "failed"})
 #: A listing row shows the start of the newest summary; the request's page shows all of it.
 ROW_SUMMARY_CHARS = 280
 
@@ -27,13 +40,15 @@ class RoundView:
     summary: str
     summarizer: str
     model: str | None
-    decision: Literal["approve", "reject"] | None = None
+    decision: Ending | None = None
     reason: str | None = None
     by: str | None = None
     via: str | None = None
     decided_at: int | None = None
     asked_at: int | None = None
     round_id: str | None = None
+    deadline_at: int | None = None
+    reminders: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,12 +130,22 @@ def advance(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> Requ
         )
     if kind == "asked":
         number = int(data["round"])
-        view = _with_round(view, number, asked_at=at, round_id=data.get("round_id"))
+        deadline = data.get("deadline_at")
+        view = _with_round(
+            view, number, asked_at=at, round_id=data.get("round_id"), deadline_at=deadline
+        )
+        until = f" by {_when(deadline)}" if deadline else ""
         return replace(
             view,
             state="waiting",
-            detail=f"waiting for {view.approver} to decide round {number}",
+            detail=f"waiting for {view.approver} to decide round {number}{until}",
         )
+    if kind == "reminded":
+        number = int(data["round"])
+        sent = next((r.reminders for r in view.rounds if r.number == number), 0)
+        return _with_round(view, number, reminders=sent + 1)
+    if kind == "cancel_requested":
+        return replace(view, detail=f"cancelling ({_by(data)})")
     if kind == "decided":
         number = int(data["round"])
         view = _with_round(
@@ -133,9 +158,9 @@ def advance(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> Requ
             decided_at=int(data.get("at") or at),
             round_id=data.get("round_id"),
         )
-        if data["verdict"] == "approve":
-            return replace(view, detail=f"{decided_by(data)}; finishing")
-        return replace(view, state="summarizing", detail=f"summarizing round {number + 1}")
+        if data["verdict"] == "reject" and data.get("via") != "expiry":
+            return replace(view, state="summarizing", detail=f"summarizing round {number + 1}")
+        return replace(view, detail=f"{ended_by(data)}; finishing")
     if kind == "finished":
         return replace(view, state=data["state"], detail=data["detail"])
     return view
@@ -144,14 +169,43 @@ def advance(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> Requ
 def _after_the_end(view: RequestView, kind: str, at: int, data: dict[str, Any]) -> RequestView:
     """A finished request's state and detail stay; facts recorded late (an imported history,
     a decider that died before recording) still fill in its rounds."""
-    if kind in ("summarized", "asked", "decided"):
+    if kind in ("summarized", "asked", "reminded", "decided"):
         later = advance(replace(view, state="summarizing"), kind, at, data)
         return replace(later, state=view.state, detail=view.detail)
     return view
 
 
-def decided_by(decision: dict[str, Any]) -> str:
+def ended_by(decision: dict[str, Any]) -> str:
+    """How a round's decision ended the request, in the words the status detail uses."""
+    verdict = decision.get("verdict")
+    if decision.get("via") == "expiry":
+        outcome = {"approve": "approved", "reject": "rejected"}.get(str(verdict), "expired")
+        deadline = decision.get("evidence", {}).get("deadline_at")
+        when = f" at {_when(int(deadline))}" if deadline else ""
+        return f"{outcome}: no decision by the deadline{when}"
+    if verdict == "cancel":
+        reason = f": {decision['reason']}" if decision.get("reason") else ""
+        return f"cancelled by {decision.get('by')} via {decision.get('via')}{reason}"
     return f"approved by {decision.get('by')} via {decision.get('via')}"
+
+
+def ending_state(decision: dict[str, Any]) -> RequestState:
+    """The request's final state for a decision that ends it."""
+    if decision.get("verdict") == "cancel":
+        return "cancelled"
+    if decision.get("via") == "expiry":
+        return {"approve": "approved", "reject": "rejected"}.get(
+            str(decision.get("verdict")), "expired"
+        )
+    return "approved"
+
+
+def _by(data: dict[str, Any]) -> str:
+    return f"by {data.get('by')}" + (f": {data['reason']}" if data.get("reason") else "")
+
+
+def _when(epoch_ms: int) -> str:
+    return f"{datetime.fromtimestamp(epoch_ms / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _with_round(view: RequestView, number: int, **changes: Any) -> RequestView:

@@ -16,7 +16,16 @@ from datetime import timedelta
 import httpx
 from email_validator import EmailNotValidError, validate_email
 
-from service.domain import Request, generation_of, normalize_email, normalize_url, workflow_id
+from service.domain import (
+    ON_EXPIRY,
+    Deadline,
+    Request,
+    generation_of,
+    normalize_email,
+    normalize_url,
+    workflow_id,
+)
+from service.durations import format_duration, parse_duration
 from service.errors import MailgateError
 from service.ledger import Ledger
 from service.status import FINISHED_STATES
@@ -32,6 +41,9 @@ class Policy:
     allowed_approvers: Sequence[str]
     allow_private_urls: bool
     workflow_timeout_s: float
+    decision_ttl_s: float
+    remind_after_s: float
+    remind_every_s: float
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,8 @@ async def submit(
     submitted_by: str,
     client: str | None = None,
     version: int,
+    expires_in: object = None,
+    on_expiry: object = None,
 ) -> Submitted:
     page = check_url(url, "url", policy)
     approver = check_approver(email, policy)
@@ -64,6 +78,7 @@ async def submit(
         submitted_by=submitted_by,
         client=client,
         nonce=secrets.token_hex(8),
+        deadline=check_deadline(expires_in, on_expiry, policy),
     )
 
     found = await ledger.latest(request.pair)
@@ -104,6 +119,33 @@ def check_url(value: object, field: str, policy: Policy) -> str:
     if refused is not None:
         raise InvalidSubmission(f"{field}: {refused}")
     return normalize_url(str(parsed))
+
+
+def check_deadline(expires_in: object, on_expiry: object, policy: Policy) -> Deadline:
+    """Each round's deadline (``expires_in``: a duration like ``3d`` or seconds; the
+    configured MAILGATE_DECISION_TTL when absent) and what its passing means. Approval by
+    expiry must be asked for by name."""
+    if expires_in is None or expires_in == "":
+        seconds = policy.decision_ttl_s
+    else:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, str | int | float):
+            raise InvalidSubmission("expires_in: a duration like 90s, 15m, 24h or 7d")
+        try:
+            seconds = parse_duration(expires_in)
+        except ValueError as exc:
+            raise InvalidSubmission(f"expires_in: {exc}") from None
+    if not 1 <= seconds <= policy.workflow_timeout_s:
+        limit = format_duration(policy.workflow_timeout_s)
+        raise InvalidSubmission(f"expires_in: between 1s and {limit} (MAILGATE_WORKFLOW_TIMEOUT)")
+    choice = "expire" if on_expiry in (None, "") else on_expiry
+    if choice not in ON_EXPIRY:
+        raise InvalidSubmission(f"on_expiry: one of {', '.join(ON_EXPIRY)}")
+    return Deadline(
+        expires_in_ms=int(seconds * 1000),
+        remind_after_ms=int(policy.remind_after_s * 1000),
+        remind_every_ms=int(policy.remind_every_s * 1000),
+        on_expiry=choice,
+    )
 
 
 def check_approver(value: object, policy: Policy) -> str:

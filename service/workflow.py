@@ -30,9 +30,20 @@ from resonate.error import ApplicationError, ResonateTimeoutError
 from resonate.retry import Never
 
 from service import status, tokens
-from service.domain import WORKFLOW_NAME, Ask, Decision, Request, Summary
+from service.decisions import Accepted, Actor, Decisions, cancellation
+from service.domain import (
+    WORKFLOW_NAME,
+    Ask,
+    Deadline,
+    Decision,
+    Notice,
+    OnExpiry,
+    Request,
+    Summary,
+)
 from service.errors import Permanent
-from service.ledger import Ledger, with_seal
+from service.ledger import Chain, Ledger, with_seal
+from service.mail.compose import page_subject
 from service.metrics import Metrics
 from service.pagecache import PageCache
 from service.progress import Progress
@@ -43,6 +54,9 @@ from service.steps.summarize import Feedback, Summarizer
 logger = logging.getLogger(__name__)
 
 VERSION = 2
+WATCHER_NAME = "mailgate.deadline"
+#: How long a deadline watcher outlives its deadline (its own timeout bounds its sleeps).
+WATCHER_MARGIN = timedelta(days=1)
 
 #: The request a step is working for, so retry notes land on the right status page.
 current_request: contextvars.ContextVar[str] = contextvars.ContextVar("current_request")
@@ -74,6 +88,7 @@ class Deps:
     pages: PageCache
     links: Links
     ledger: Ledger
+    decisions: Decisions
     progress: Progress
     metrics: Metrics
     round_timeout: timedelta
@@ -96,7 +111,7 @@ async def approval(ctx: Context, submitted: dict[str, Any]) -> dict[str, Any]:
             round_id = await decision_future.id()
             first_round = first_round or round_id
             try:
-                await ctx.run(
+                asked = await ctx.run(
                     ask_step, request_id, submitted, round_id, first_round, number, summary, history
                 )
             except Permanent as exc:
@@ -104,18 +119,81 @@ async def approval(ctx: Context, submitted: dict[str, Any]) -> dict[str, Any]:
                 with contextlib.suppress(Exception):
                     await decision_future
                 raise
+            watcher = await _watch(ctx, request, request_id, round_id, first_round, number, asked)
             decision = await _decision(decision_future, number)
             await ctx.run(record_decision_step, request_id, number, round_id, decision.to_value())
-            if decision.verdict == "approve":
+            if watcher is not None:
+                await ctx.run(stop_watcher_step, watcher)
+            if decision.ends_request:
                 break
             history.append(Feedback(summary["text"], decision.reason, decision.by).to_value())
-        state, detail = "approved", status.decided_by(decision.to_value())
+        ended = decision.to_value()
+        state, detail = status.ending_state(ended), status.ended_by(ended)
+        tell = decision.via == "expiry" or decision.verdict == "cancel"
     except Permanent as exc:
-        state, detail = "failed", str(exc)
-    outcome = await ctx.run(finish_step, request_id, state, detail)
+        state, detail, tell = "failed", str(exc), False
+    outcome = await ctx.run(finish_step, request_id, state, detail, tell)
     if request.callback_url:
         outcome = await ctx.run(callback_step, request_id, request.callback_url, outcome)
     return outcome
+
+
+async def _watch(
+    ctx: Context,
+    request: Request,
+    request_id: str,
+    round_id: str,
+    first_round: str,
+    number: int,
+    asked: dict[str, Any],
+) -> str | None:
+    """Start the round's deadline watcher: a workflow of its own that sleeps until each
+    reminder and the deadline, while this one waits on the round's promise (a workflow cannot
+    wait for the first of two futures). Its timeout outlives the deadline, which also bounds
+    its sleeps; the round's promise outlives both, so only the clock — through
+    ``decisions`` — ends a round at its deadline."""
+    if request.deadline is None or asked.get("cancelled"):
+        return None
+    lifetime = timedelta(milliseconds=request.deadline.expires_in_ms) + WATCHER_MARGIN
+    return await ctx.options(timeout=lifetime).detached(
+        WATCHER_NAME,
+        request_id,
+        round_id,
+        first_round,
+        number,
+        int(asked["asked_at"]),
+        request.deadline.to_value(),
+    )
+
+
+async def deadline(
+    ctx: Context,
+    request_id: str,
+    round_id: str,
+    first_round: str,
+    number: int,
+    asked_at: int,
+    schedule: dict[str, Any],
+) -> dict[str, Any]:
+    """The deadline watcher of one round: remind, then expire, unless the round is decided
+    first (its workflow then cancels this one; a step that still runs finds the round settled
+    and does nothing). Reminders overdue when it wakes (every worker was down) collapse into
+    the newest one: the approver gets one reminder, not a burst."""
+    plan = Deadline.from_value(schedule)
+    assert plan is not None
+    deadline_at = asked_at + plan.expires_in_ms
+    now = await ctx.run(clock_step)
+    reminders = list(enumerate(plan.reminders(asked_at), start=1))
+    due = [r for r in reminders if r[1] <= now]
+    for k, at in due[-1:] + [r for r in reminders if r[1] > now]:
+        if at > now:
+            await ctx.sleep(timedelta(milliseconds=at - now))
+            now = at
+        await ctx.run(remind_step, request_id, round_id, first_round, number, k, deadline_at)
+    if deadline_at > now:
+        await ctx.sleep(timedelta(milliseconds=deadline_at - now))
+    await ctx.run(expire_step, round_id, deadline_at, plan.on_expiry)
+    return {"round_id": round_id, "deadline_at": deadline_at}
 
 
 async def _decision(future: Awaitable[Any], number: int) -> Decision:
@@ -217,13 +295,17 @@ async def ask(
     summary: Summary,
     previous_reason: str | None,
 ) -> dict[str, Any]:
-    """Email (or print) the round once: an ``asked`` record means it already went out."""
+    """Email (or print) the round once: an ``asked`` record means it already went out. A
+    cancellation recorded before or during the sending ends the round here (see
+    ``Decisions.cancel`` for why both checks are needed)."""
     chain = await deps.ledger.chain(request_id)
     key = f"asked:{round_id}"
     if (done := chain.keyed(key)) is not None:
         return done.data
+    if await _cancelled(deps, chain, round_id):
+        return {"round": number, "round_id": round_id, "cancelled": True}
     now = deps.clock()
-    expires_at = now + int(deps.links.ttl_s * 1000)
+    expires_at = now + request.deadline.expires_in_ms if request.deadline else None
     request_ask = Ask(
         request_id=request_id,
         promise_id=round_id,
@@ -235,6 +317,7 @@ async def ask(
         previous_reason=previous_reason,
         decide_url=deps.links.decide_url(round_id, request.approver, now),
         expires_at=expires_at,
+        issued_at=now,
     )
     outcome = "failed"
     try:
@@ -248,10 +331,108 @@ async def ask(
         "channel": deps.notifier.name,
         "recipient": request.approver,
         "message_id": message_id,
-        "expires_at": expires_at,
+        "asked_at": now,
+        "deadline_at": expires_at,
     }
     await deps.ledger.append(request_id, "asked", data, key=key, chain=chain)
+    await _cancelled(deps, await deps.ledger.chain(request_id), round_id)
     return data
+
+
+async def _cancelled(deps: Deps, chain: Chain, round_id: str) -> bool:
+    """End the round with the recorded cancellation, if there is one."""
+    asked_to_stop = cancellation(chain)
+    if asked_to_stop is None:
+        return False
+    found = await deps.decisions.find(round_id)
+    if found.pending:
+        actor = Actor(
+            asked_to_stop["by"], asked_to_stop["via"], dict(asked_to_stop.get("evidence") or {})
+        )
+        reason = asked_to_stop.get("reason")
+        await deps.decisions.decide(found, verdict="cancel", reason=reason, actor=actor)
+    return True
+
+
+async def remind_step(
+    ctx: Context,
+    request_id: str,
+    round_id: str,
+    first_round: str,
+    number: int,
+    reminder: int,
+    deadline_at: int,
+) -> dict[str, Any]:
+    deps = ctx.get_dependency(Deps)
+    return await remind(deps, request_id, round_id, first_round, number, reminder, deadline_at)
+
+
+async def remind(
+    deps: Deps,
+    request_id: str,
+    round_id: str,
+    first_round: str,
+    number: int,
+    reminder: int,
+    deadline_at: int,
+) -> dict[str, Any]:
+    """The round's request again, in its thread, saying when it expires; once per reminder
+    (a ``reminded`` record means it went out), and never for a round already decided."""
+    found = await deps.decisions.find(round_id)
+    if not found.pending:
+        return {"skipped": "decided"}
+    chain = found.record.chain
+    key = f"reminded:{round_id}:{reminder}"
+    if (done := chain.keyed(key)) is not None:
+        return done.data
+    request = found.record.request
+    summary = chain.keyed(f"summarized:{number}")
+    asked = chain.keyed(f"asked:{round_id}")
+    rejected = [e for e in chain.events if e.kind == "decided" and e.data["round"] == number - 1]
+    issued = int(asked.data["asked_at"]) if asked else deps.clock()
+    reminder_ask = Ask(
+        request_id=request_id,
+        promise_id=round_id,
+        first_promise_id=first_round,
+        round=number,
+        url=request.url,
+        approver=request.approver,
+        summary=summary.data["text"] if summary else "",
+        previous_reason=rejected[-1].data.get("reason") if rejected else None,
+        decide_url=deps.links.decide_url(round_id, request.approver, issued),
+        expires_at=deadline_at,
+        reminder=reminder,
+        issued_at=issued,
+    )
+    message_id = await _noting(deps, request_id, "remind", lambda: deps.notifier.ask(reminder_ask))
+    deps.metrics.reminders.inc()
+    data = {"round": number, "round_id": round_id, "reminder": reminder, "message_id": message_id}
+    await deps.ledger.append(request_id, "reminded", data, key=key, chain=chain)
+    return data
+
+
+async def expire_step(
+    ctx: Context, round_id: str, deadline_at: int, on_expiry: OnExpiry
+) -> dict[str, Any]:
+    """Settle a round nobody decided by its deadline (a no-op when someone did)."""
+    deps = ctx.get_dependency(Deps)
+    found = await deps.decisions.find(round_id)
+    if not found.pending:
+        return {"expired": False}
+    outcome = await deps.decisions.expire(found, on_expiry, deadline_at)
+    return {"expired": isinstance(outcome, Accepted)}
+
+
+async def stop_watcher_step(ctx: Context, watcher_id: str) -> dict[str, Any]:
+    """A decided round's deadline watcher must not fire: stop it."""
+    deps = ctx.get_dependency(Deps)
+    await deps.ledger.stop_watcher(watcher_id)
+    return {"stopped": watcher_id}
+
+
+async def clock_step(ctx: Context) -> int:
+    """Now, checkpointed: a replay computes the same sleeps."""
+    return ctx.get_dependency(Deps).clock()
 
 
 async def record_decision_step(
@@ -282,11 +463,43 @@ async def close_round_step(ctx: Context, round_id: str, why: str) -> dict[str, A
     return {"kind": "closed", "at": deps.clock(), "why": why}
 
 
-async def finish_step(ctx: Context, request_id: str, state: str, detail: str) -> dict[str, Any]:
+async def finish_step(
+    ctx: Context, request_id: str, state: str, detail: str, tell: bool = False
+) -> dict[str, Any]:
+    """``tell``: the request ended without its approver (the deadline, a cancellation)."""
     deps = ctx.get_dependency(Deps)
     outcome = await conclude(deps, request_id, state, detail)
+    if tell:
+        await tell_approver(deps, request_id, detail)
     await tidy(deps, request_id, state)
     return outcome
+
+
+async def tell_approver(deps: Deps, request_id: str, detail: str) -> None:
+    """A short note in the round's thread when the request ended without the approver: their
+    links and reply address stop deciding, and they should know why. Once (a ``told``
+    record); nothing when no round was ever sent to them."""
+    record = await deps.ledger.read(request_id)
+    if record is None or record.chain.keyed("told") is not None:
+        return
+    asked = [e for e in record.chain.events if e.kind == "asked"]
+    if not asked:
+        return
+    round_id = asked[-1].data["round_id"]
+    notice = Notice(
+        request_id=request_id,
+        round_id=round_id,
+        to=record.request.approver,
+        kind="ended",
+        subject=page_subject("[Mailgate] No longer waiting: ", record.request.url),
+        text=(
+            f"The request to approve the summary of {record.request.url} is {detail}.\n"
+            "Its links and reply address no longer decide anything; nothing is needed from "
+            "you."
+        ),
+    )
+    await _noting(deps, request_id, "tell", lambda: deps.notifier.tell(notice))
+    await deps.ledger.append(request_id, "told", {"kind": "ended", "to": notice.to}, key="told")
 
 
 async def conclude(deps: Deps, request_id: str, state: str, detail: str) -> dict[str, Any]:
@@ -363,3 +576,4 @@ def register(resonate: Any) -> None:
 
     resonate.register(workflow_v1.approval, name=WORKFLOW_NAME, version=1, retry_policy=Never())
     resonate.register(approval, name=WORKFLOW_NAME, version=VERSION, retry_policy=Never())
+    resonate.register(deadline, name=WATCHER_NAME, version=1, retry_policy=Never())

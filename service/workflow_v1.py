@@ -62,7 +62,7 @@ async def approval(ctx: Context, submitted: dict[str, Any]) -> dict[str, Any]:
             if decision.verdict == "approve":
                 break
             history.append(Feedback(summary["text"], decision.reason, decision.by).to_value())
-        state, detail = "approved", status.decided_by(decision.to_value())
+        state, detail = "approved", status.ended_by(decision.to_value())
     except Permanent as exc:
         failure, state, detail = exc, "failed", str(exc)
     outcome = await conclude(deps, request_id, state, detail)

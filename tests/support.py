@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -193,6 +193,13 @@ class Sleeps(list[float]):
         self.append(seconds)
         if self.on_sleep is not None:
             self.on_sleep()
+
+
+def jittered(delays: Sequence[float], backoff: Sequence[float], jitter_s: float) -> bool:
+    """Each delay is its backoff plus at most ``jitter_s`` (``service.retry`` adds up to the
+    first delay to the steps that share a server with others)."""
+    pairs = zip(delays, backoff, strict=False)
+    return len(delays) == len(backoff) and all(b <= d <= b + jitter_s for d, b in pairs)
 
 
 class TableResolver:

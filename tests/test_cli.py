@@ -74,7 +74,7 @@ def test_split_roles_that_send_mail_need_the_shared_dkim_key(tmp_path: Path, rol
     )
     result = mailgate(role, env=env)
     assert result.returncode == 2
-    assert "MAILGATE_DKIM_KEY_FILE is required when RESONATE_URL is set" in result.stderr
+    assert "MAILGATE_DKIM_KEY_FILE is required with a shared engine" in result.stderr
     assert list(tmp_path.iterdir()) == [], "no key of its own is made"
 
 
@@ -173,6 +173,14 @@ async def test_submit_wait_status_decide_against_serve(tmp_path: Path, page_serv
             mailgate, "status", env={**env, "MAILGATE_API_TOKEN": "wrong"}
         )
         assert unauthorized.returncode == 1
+        verified = await asyncio.to_thread(mailgate, "audit", "verify", env=env)
+        assert verified.returncode == 0, verified.stderr
+        assert "1 request(s): 1 intact" in verified.stdout
+        refused = await asyncio.to_thread(
+            mailgate, "audit", "verify", env={**env, "MAILGATE_API_TOKEN": "wrong"}
+        )
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("mailgate: ") and "Traceback" not in refused.stderr
     finally:
         assert serve.terminate() == 0
 

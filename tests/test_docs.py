@@ -1,19 +1,47 @@
-"""The README documents every setting, so users never have to read the code to configure."""
+"""The README documents every setting and command, and docs/http-api.md every route, so users
+never have to read the code to configure or call Mailgate."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
-from service import config
+from starlette.routing import Route
+
+from service import cli, config
+from service.gateway.app import build_app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+HTTP_API = README.parent / "docs" / "http-api.md"
+ANY_ID = re.compile(r"\{\w+_id\}")
 
 
 def test_every_setting_is_documented_in_the_readme():
     text = README.read_text()
     missing = [name for name in config.variables() if f"`{name}`" not in text]
     assert missing == []
+
+
+def test_every_route_is_documented_in_the_http_api_page():
+    """As ``GET /requests/{id}``: the page calls every request id ``{id}``."""
+    text = HTTP_API.read_text()
+    routes = [r for r in build_app(gateway=None).routes if isinstance(r, Route)]  # type: ignore[arg-type]
+    calls = {
+        f"{method} {ANY_ID.sub('{id}', route.path)}"
+        for route in routes
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    assert sorted(call for call in calls if f"`{call}" not in text) == []
+
+
+def test_every_command_is_in_the_readme_commands_block():
+    block = _section(README.read_text(), "Commands").split("```", 2)[1]
+    shown = {word for line in block.splitlines() for word in line.split("#")[0].split()}
+    parser = cli._parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(name for name in commands.choices if name not in shown) == []
 
 
 def test_readme_first_screen_has_the_two_commands():

@@ -6,6 +6,7 @@ import pytest
 
 from service.domain import (
     REASON_MAX_CHARS,
+    Deadline,
     Decision,
     Request,
     Seal,
@@ -41,11 +42,11 @@ def test_decision_round_trip_and_version_check():
         "reject", "  too long ", "alice@example.com", "link", 5, {"address": "10.0.0.1"}
     ).sealed(Seal(3, "ab" * 32))
     value = decision.to_value()
-    assert value["v"] == 2 and value["reason"] == "too long"
+    assert value["v"] == 3 and value["reason"] == "too long"
     assert value["seal"] == {"count": 3, "hash": "ab" * 32}
     assert Decision.from_value(value) == decision
     with pytest.raises(ValueError):
-        Decision.from_value({**value, "v": 3})
+        Decision.from_value({**value, "v": 4})
     with pytest.raises(ValueError):
         Decision.from_value({**value, "verdict": "maybe"})
 
@@ -92,3 +93,21 @@ def test_long_reasons_are_capped():
     assert decision.reason is not None
     assert len(decision.reason) == REASON_MAX_CHARS
     assert decision.reason.endswith("…")
+
+
+def test_a_deadline_reminds_after_then_every_until_the_deadline():
+    plan = Deadline(expires_in_ms=10_000, remind_after_ms=3_000, remind_every_ms=3_000)
+    assert plan.reminders(100) == [3_100, 6_100, 9_100]
+    assert Deadline(10_000, 3_000, 0).reminders(0) == [3_000], "0: remind once"
+    assert Deadline(10_000, 0, 3_000).reminders(0) == [], "0: reminders off"
+    assert Deadline(2_000, 3_000, 1_000).reminders(0) == [], "never at or after the deadline"
+    assert Deadline.from_value(plan.to_value()) == plan
+
+
+def test_only_a_persons_no_asks_again():
+    def ending(verdict: str, via: str) -> bool:
+        return Decision.new(verdict, None, "x", via, 1).ends_request  # type: ignore[arg-type]
+
+    assert not ending("reject", "link")
+    assert ending("reject", "expiry") and ending("approve", "link") and ending("cancel", "api")
+    assert ending("expire", "expiry")

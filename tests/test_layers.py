@@ -6,6 +6,8 @@ import ast
 from pathlib import Path
 
 SERVICE = Path(__file__).resolve().parents[1] / "service"
+#: The packages that know how the SDK names and stores promises.
+OWNERS = ("ledger", "engine")
 
 
 def _imports(path: Path) -> set[str]:
@@ -69,12 +71,56 @@ def test_nothing_in_service_imports_the_test_fakes():
 def test_only_the_ledger_and_the_engine_know_how_promises_are_stored():
     """``.promises.`` calls and the SDK's ``resonate:`` tags appear nowhere else, so an SDK
     upgrade is checked in one package (the engine has its own reasons: it is the server)."""
-    owners = ("ledger", "engine")
     found = [
         f"{path.relative_to(SERVICE.parent)}: {token}"
         for path in SERVICE.rglob("*.py")
-        if not any(part in owners for part in path.relative_to(SERVICE).parts[:1])
+        if not any(part in OWNERS for part in path.relative_to(SERVICE).parts[:1])
         for token in (".promises.", '"resonate:')
         if token in path.read_text()
     ]
     assert found == []
+
+
+def _names_an_id(node: ast.expr) -> bool:
+    name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+    return name == "id" or name.endswith("_id")
+
+
+def _ids_by_hand(path: Path) -> list[str]:
+    """``some_id.partition(":")`` and the like, and ``f"{some_id}:{n}"`` (not a message's
+    ``f"{some_id}: …"``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in {"partition", "rpartition", "split", "rsplit"}
+            and [getattr(arg, "value", None) for arg in node.args[:1]] == [":"]
+            and _names_an_id(node.func.value)
+        ):
+            found.append(f"{path.relative_to(SERVICE.parent)}:{node.lineno}")
+        if (
+            isinstance(node, ast.JoinedStr)
+            and len(node.values) > 1
+            and isinstance(first := node.values[0], ast.FormattedValue)
+            and _names_an_id(first.value)
+            and str(getattr(node.values[1], "value", "")).startswith(":")
+            and not str(getattr(node.values[1], "value", "")).startswith(": ")
+        ):
+            found.append(f"{path.relative_to(SERVICE.parent)}:{node.lineno}")
+    return found
+
+
+def test_promise_ids_are_formed_only_where_the_sdk_is_known():
+    """``resonate.ids`` (``join_id``, ``origin_of``) is the SDK's id rule: the ledger and the
+    engine use it, everything else asks the ledger (``ledger.ids``) and never joins or splits
+    an id on ``:`` by hand."""
+    outside = [p for p in SERVICE.rglob("*.py") if p.relative_to(SERVICE).parts[0] not in OWNERS]
+    assert _violations(outside, ("resonate.ids",)) == []
+    assert [spot for path in outside for spot in _ids_by_hand(path)] == []
+
+
+def test_one_retry_policy():
+    """Every step waits out trouble under ``service.retry``; no step keeps a backoff of its own."""
+    paths = [p for p in SERVICE.rglob("*.py") if p != SERVICE / "retry.py"]
+    assert _violations(paths, ("tenacity", "stamina", "backoff")) == []

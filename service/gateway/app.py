@@ -45,6 +45,7 @@ def build_app(gateway: Gateway) -> Starlette:
             Route("/requests", routes.submit, methods=["POST"]),
             Route("/requests", routes.request_list, methods=["GET"]),
             Route("/requests/{request_id}", routes.request_status, name="request_status"),
+            Route("/requests/{request_id}", routes.cancel, methods=["DELETE"]),
             Route("/requests/{request_id}/events", routes.request_events),
             Route("/audit/events", routes.audit_export),
             Route("/audit/verify", routes.audit_verify),

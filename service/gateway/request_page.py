@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from service import status
 from service.gateway.routes import NotFound, gateway
 from service.ledger import Event
 
@@ -52,8 +53,19 @@ def describe(event: Event) -> str:
         )
     if event.kind == "link_opened":
         return f"Decision link opened from {data.get('address')} ({_agent(data)})."
+    if event.kind == "reminded":
+        return (
+            f"Reminder {data['reminder']} of round {data['round']} sent ({data.get('message_id')})."
+        )
+    if event.kind == "cancel_requested":
+        reason = f": {data['reason']}" if data.get("reason") else ""
+        return f"Cancellation asked by {_who(data)}{reason}{_seen(evidence)}."
+    if event.kind == "told":
+        return f"{data.get('to')} told the request ended without them."
+    if event.kind == "decided" and data.get("via") == "expiry":
+        return f"Round {data['round']} reached its deadline: {status.ended_by(data)}."
     if event.kind == "decided":
-        word = "Approved" if data["verdict"] == "approve" else "Rejected"
+        word = WORDS.get(data["verdict"], data["verdict"])
         return f"{word} round {data['round']} by {_who(data)}{_seen(evidence)}."
     if event.kind == "refused":
         return f"Refused a decision by {_who(data)}: {data.get('why')}{_seen(evidence)}."
@@ -66,6 +78,9 @@ def describe(event: Event) -> str:
     if event.kind == "finished":
         return f"Finished: {data.get('state')} ({data.get('detail')})."
     return f"{event.kind.replace('_', ' ').capitalize()}."
+
+
+WORDS = {"approve": "Approved", "reject": "Rejected", "cancel": "Cancelled"}
 
 
 def _who(data: dict[str, Any]) -> str:

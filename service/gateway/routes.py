@@ -26,6 +26,8 @@ from service.metrics import CONTENT_TYPE_LATEST
 from service.status import REQUEST_STATES
 
 LISTING_LIMIT_DEFAULT = 50
+#: A round that ended without its approver (expired, cancelled): the link is gone for good.
+GONE = 410
 LISTING_LIMIT_MAX = 500
 
 logger = logging.getLogger(__name__)
@@ -119,6 +121,8 @@ async def submit(request: Request) -> Response:
         submitted_by=caller,
         client=client_hint(request),
         version=gw.workflow_version,
+        expires_in=body.get("expires_in"),
+        on_expiry=body.get("on_expiry"),
     )
     if result.created:
         gw.metrics.requests.labels("submitted").inc()
@@ -248,6 +252,34 @@ async def operator_decision(request: Request) -> Response:
     return _outcome_json(outcome)
 
 
+async def cancel(request: Request) -> Response:
+    """``DELETE /requests/{id}`` (``mailgate cancel``): the request ends ``cancelled``."""
+    gw = gateway(request)
+    caller = gw.require_api(request)
+    refuse_cross_site(request)
+    request_id = request.path_params["request_id"]
+    body = await body_of(request) if await request.body() else {}
+    evidence = {
+        "token": caller,
+        "client": client_hint(request) or "",
+        "address": client_address(request),
+    }
+    outcome = await gw.decisions.cancel(
+        request_id,
+        actor=Actor(by=caller, via="api", evidence=evidence),
+        reason=_text(body.get("reason")),
+    )
+    if outcome is None:
+        raise NotFound("no such request")
+    if isinstance(outcome, decisions.Finished):
+        return JSONResponse(
+            {"id": request_id, "error": f"request is {outcome.state}: nothing to cancel"},
+            status_code=409,
+        )
+    logger.info("request %s cancelled by %s", request_id, caller)
+    return JSONResponse({"id": request_id, "cancelling": True}, status_code=202)
+
+
 async def decide_page(request: Request) -> Response:
     gw = gateway(request)
     link = gw.verify_link(request.path_params["token"])
@@ -256,6 +288,7 @@ async def decide_page(request: Request) -> Response:
     current = next((r for r in view.rounds if r.round_id == link.promise_id), None)
     await _opened(gw, request, found)
     preselect = request.query_params.get("verdict")
+    late = None if found.pending else decisions.late_why(found.decision)
     return gw.render(
         request,
         "decide.html",
@@ -263,8 +296,10 @@ async def decide_page(request: Request) -> Response:
             "view": view,
             "round": current,
             "pending": found.pending,
+            "late": late,
             "preselect": preselect if preselect in ("approve", "reject") else None,
         },
+        status_code=GONE if late in ("expired", "cancelled") else 200,
     )
 
 
@@ -310,11 +345,12 @@ async def decide_commit(request: Request) -> Response:
     if wants_json(request):
         return _outcome_json(outcome)
     accepted = isinstance(outcome, decisions.Accepted)
+    late = None if accepted else decisions.late_why(outcome.decision)
     return gw.render(
         request,
         "done.html",
-        {"outcome": outcome, "accepted": accepted},
-        status_code=200 if accepted else 409,
+        {"outcome": outcome, "accepted": accepted, "late": late},
+        status_code=200 if accepted else GONE if late in ("expired", "cancelled") else 409,
     )
 
 
@@ -361,13 +397,14 @@ def _outcome_json(outcome: decisions.Outcome) -> Response:
         )
     existing = outcome.decision.to_value() if outcome.decision else None
     state = outcome.state if isinstance(outcome, decisions.AlreadyDecided) else "resolved"
+    late = decisions.late_why(outcome.decision)
     return JSONResponse(
         {
             "id": outcome.request_id,
             "accepted": False,
-            "error": "already decided",
+            "error": late,
             "decision": existing,
             "state": state,
         },
-        status_code=409,
+        status_code=GONE if late in ("expired", "cancelled") else 409,
     )

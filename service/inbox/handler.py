@@ -157,9 +157,10 @@ class ReplyHandler:
         if isinstance(outcome, decisions.Duplicate):
             self._event(reply, round_id, "ignored", "duplicate delivery")
         elif isinstance(outcome, decisions.AlreadyDecided):
+            why = decisions.late_why(outcome.decision)
             if await self.decisions.ledger.claim_once(found.record.request_id, f"late:{round_id}"):
-                await self._notice(found, reply, "Already decided", _already(outcome))
-            self._event(reply, round_id, "ignored", "already decided")
+                await self._notice(found, reply, LATE_SUBJECTS[why], _already(outcome))
+            self._event(reply, round_id, "ignored", why)
         else:
             self._event(reply, round_id, "decided", judgement.decision)
         return ANSWERS["ok"]
@@ -231,10 +232,24 @@ def _said(actor: Actor) -> dict[str, object]:
     return {"by": actor.by, "via": actor.via, "evidence": actor.evidence}
 
 
+LATE_SUBJECTS = {
+    "expired": "Expired",
+    "cancelled": "Cancelled",
+    "already decided": "Already decided",
+}
+
+
 def _already(outcome: decisions.AlreadyDecided) -> str:
     decision = outcome.decision
     if decision is None:
         return "This request is no longer waiting for a decision; your reply changed nothing."
+    if decision.via == "expiry":
+        return (
+            "This request expired: nobody decided it before its deadline, so your reply came "
+            "too late and changed nothing."
+        )
+    if decision.verdict == "cancel":
+        return f"This request was cancelled by {decision.by}; your reply changed nothing."
     word = "approved" if decision.verdict == "approve" else "rejected"
     return (
         f"This round was already {word} by {decision.by} via {decision.via}; "

@@ -245,6 +245,10 @@ class Ledger:
     async def close_round(self, round_id: str, why: str) -> None:
         await self.resonate.promises.reject(round_id, Value(data={"closed": why}))
 
+    async def stop_watcher(self, watcher_id: str) -> None:
+        """Cancel a deadline watcher's workflow: its pending sleep then wakes nothing."""
+        await self.resonate.promises.cancel(watcher_id, Value(data={"stopped": True}))
+
     # ── facts ──────────────────────────────────────────────────────────────────────────
 
     async def chain(self, request_id: str) -> Chain:

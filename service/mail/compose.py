@@ -38,6 +38,7 @@ SUBJECT_MAX_CHARS = 69
 subject may be folded before its first word ("Subject:" alone on its line), and MailHog and some
 other clients then show no subject at all. The full URL is in the body."""
 _SUBJECT_PREFIX = "[Mailgate] Approve summary of "
+_REMINDER_PREFIX = "[Mailgate] Reminder: approve "
 _CLIPPED = "..."
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
@@ -45,9 +46,11 @@ _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 def compose_request(
     ask: Ask, *, sender: str, reply_domain: str | None, secrets: Sequence[str], now: int
 ) -> EmailMessage:
-    """Build the round's request; ``now`` is epoch milliseconds, as are ``ask``'s times."""
-    domain = _domain_of(sender)
-    subject = request_subject(ask.url, ask.round)
+    """Build the round's request, or its reminder (``ask.reminder``): the same links and reply
+    address in the same thread, saying when the request expires. ``now`` is epoch milliseconds,
+    as are ``ask``'s times."""
+    domain = domain_of(sender)
+    subject = request_subject(ask.url, ask.round, reminder=ask.reminder > 0)
     context = {
         "subject": subject,
         "url": ask.url,
@@ -57,23 +60,28 @@ def compose_request(
         "previous_reason": ask.previous_reason if ask.round > 1 else None,
         "approve_url": f"{ask.decide_url}?verdict=approve",
         "reject_url": f"{ask.decide_url}?verdict=reject",
-        "expires": _when(ask.expires_at),
+        "expires": _when(ask.expires_at) if ask.expires_at is not None else None,
         "reply_enabled": reply_domain is not None,
         "approver": ask.approver,
+        "reminder": ask.reminder,
     }
     first = message_id_for(ask.first_promise_id, domain) if ask.round > 1 else None
+    own = message_id_for(ask.promise_id, domain)
+    if ask.reminder:
+        first, own = own, message_id_for(f"{ask.promise_id}#reminder-{ask.reminder}", domain)
     message = _message(
         to=ask.approver,
         subject=subject,
         sender=sender,
         now=now,
-        message_id=message_id_for(ask.promise_id, domain),
+        message_id=own,
         request_id=ask.request_id,
         in_reply_to=first,
         automatic="auto-generated",
     )
     if reply_domain is not None:
-        token = mint_reply_token(ask.promise_id, secrets=secrets, now=now)
+        issued = ask.issued_at if ask.issued_at is not None else now
+        token = mint_reply_token(ask.promise_id, secrets=secrets, now=issued)
         message["Reply-To"] = f"reply+{token}@{reply_domain}"
     message.set_content(_render("request.txt.j2", context), cte="quoted-printable")
     html = _inline(_render("request.html.j2", context))
@@ -90,8 +98,11 @@ def compose_notice(
     request_id: str,
     in_reply_to: str | None,
     now: int,
+    message_id: str | None = None,
 ) -> EmailMessage:
-    """A short plain note answering a reply (help, "already decided").
+    """A short plain note: answering a reply (help, "already decided"), or telling the approver
+    a round ended without them (expired, cancelled); the latter pass a ``message_id`` derived
+    from the round, so a resend is the same message.
 
     ``Auto-Submitted: auto-replied`` tells other robots not to answer it, which is what keeps
     Mailgate out of mail loops with auto-responders.
@@ -101,7 +112,7 @@ def compose_notice(
         subject=subject,
         sender=sender,
         now=now,
-        message_id=make_msgid("mailgate", domain=_domain_of(sender)),
+        message_id=message_id or make_msgid("mailgate", domain=domain_of(sender)),
         request_id=request_id,
         in_reply_to=in_reply_to,
         automatic="auto-replied",
@@ -110,11 +121,17 @@ def compose_notice(
     return message
 
 
-def request_subject(url: str, round_: int) -> str:
-    """``[Mailgate] Approve summary of <host/path> (round N)``, at most SUBJECT_MAX_CHARS."""
-    suffix = f" (round {round_})" if round_ > 1 else ""
-    budget = SUBJECT_MAX_CHARS - len(_SUBJECT_PREFIX) - len(suffix)
-    return f"{_SUBJECT_PREFIX}{_page_in(url, budget)}{suffix}"
+def request_subject(url: str, round_: int, *, reminder: bool = False) -> str:
+    """``[Mailgate] Approve summary of <host/path> (round N)``, at most SUBJECT_MAX_CHARS;
+    a reminder says so first."""
+    prefix = _REMINDER_PREFIX if reminder else _SUBJECT_PREFIX
+    return page_subject(prefix, url, f" (round {round_})" if round_ > 1 else "")
+
+
+def page_subject(prefix: str, url: str, suffix: str = "") -> str:
+    """``<prefix><host/path><suffix>``, the page clipped to keep within SUBJECT_MAX_CHARS."""
+    budget = SUBJECT_MAX_CHARS - len(prefix) - len(suffix)
+    return f"{prefix}{_page_in(url, budget)}{suffix}"
 
 
 def message_id_for(promise_id: str, domain: str) -> str:
@@ -210,7 +227,7 @@ def _when(epoch_ms: int) -> str:
     return f"{moment:%a} {moment.day} {moment:%b %Y, %H:%M} UTC"
 
 
-def _domain_of(sender: str) -> str:
+def domain_of(sender: str) -> str:
     local, at, domain = parseaddr(sender)[1].rpartition("@")
     if not (local and at and domain):
         msg = f"sender {sender!r} has no domain; write it like 'Mailgate <mailgate@example.com>'"

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import aiosmtplib
 
-from service.errors import DeliveryRejected, MailgateError
+from service.errors import DeliveryRejected, MailgateError, Transient
 from service.mail.signing import DkimSigner
 
 SMTP_TIMEOUT_S_DEFAULT = 30.0
@@ -35,7 +35,7 @@ composed as quoted-printable, the bytes are 7-bit and no relay needs to convert 
 the signature of) them."""
 
 
-class TransientDeliveryError(MailgateError):
+class TransientDeliveryError(Transient):
     """The message was not delivered this time; trying again later may succeed."""
 
 

@@ -39,15 +39,10 @@ from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.wait import WebDriverWait
 
-from service.errors import BlockedUrl, HostNotFound, Permanent, UnusablePage
-from service.steps.fetch import (
-    HTML_TYPES,
-    TEXT_TYPES,
-    Sleep,
-    Transient,
-    extract_text,
-    with_retries,
-)
+from service import retry
+from service.errors import BlockedUrl, HostNotFound, Permanent, Transient, UnusablePage
+from service.retry import Sleep
+from service.steps.fetch import HTML_TYPES, TEXT_TYPES, extract_text, with_retries
 from service.steps.guard import Destination, Resolver, check_url, system_resolve
 
 logger = logging.getLogger(__name__)
@@ -246,7 +241,7 @@ class BrowserFetcher:
         max_bytes: int,
         timeout_s: float,
         attempts: int,
-        backoff_s: float,
+        backoff_s: float = retry.FETCH.first_s,
         chromium: str = "/usr/bin/chromium",
         chromedriver: str = "/usr/bin/chromedriver",
         sleep: Sleep = asyncio.sleep,

@@ -2,9 +2,10 @@
 
 The body is signed with HMAC-SHA256 under the newest ``MAILGATE_SECRET`` so the receiver can
 check it came from us (``X-Mailgate-Signature: sha256=<hex>``). The URL passes the same SSRF
-guard as pages and the connection goes to the address the guard checked. Delivery is retried
-with capped backoff for a bounded time; the workflow checkpoints a delivered callback, so an
-outcome is announced once.
+guard as pages and the connection goes to the address the guard checked. A refused URL is
+final; no connection, a timeout, a resolver that cannot answer or a non-2xx answer is retried
+under ``service.retry.CALLBACK`` (bounded, jittered backoff). The workflow checkpoints a
+delivered callback, so an outcome is announced once.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
-from service.errors import BlockedUrl, HostNotFound, Permanent
+from service import retry
+from service.errors import BlockedUrl, HostNotFound, Permanent, Transient
+from service.retry import Policy, Retry, Sleep
 from service.steps import guard
 
 logger = logging.getLogger(__name__)
@@ -42,17 +45,13 @@ class CallbackSender:
         secrets: Sequence[str],
         timeout_s: float,
         allow_private: bool,
-        attempts: int = 8,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 300.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        policy: Policy = retry.CALLBACK,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.secret = secrets[-1]
         self.timeout_s = timeout_s
         self.allow_private = allow_private
-        self.attempts = attempts
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.retry = policy
         self.sleep = sleep
 
     async def deliver(self, url: str, body: dict[str, Any]) -> None:
@@ -62,20 +61,24 @@ class CallbackSender:
             SIGNATURE_HEADER: signature(payload, self.secret),
             "user-agent": "Mailgate/0.1 callback",
         }
-        delay = self.backoff_s
-        for attempt in range(1, self.attempts + 1):
-            problem = await self._attempt(url, payload, headers)
-            if problem is None:
-                logger.info("callback delivered to %s", url)
-                return
-            logger.warning("callback to %s failed (attempt %d): %s", url, attempt, problem)
-            if attempt < self.attempts:
-                await self.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
-        raise CallbackFailed(f"callback to {url} failed {self.attempts} times")
 
-    async def _attempt(self, url: str, payload: bytes, headers: dict[str, str]) -> str | None:
-        """None on success, else why it failed; refusals by the guard are final."""
+        def failed(failure: Retry) -> None:
+            logger.warning(
+                "callback to %s failed (attempt %d): %s", url, failure.attempt, failure.error
+            )
+
+        try:
+            await self.retry.run(
+                lambda: self._attempt(url, payload, headers), sleep=self.sleep, on_retry=failed
+            )
+        except Transient as exc:
+            tries = self.retry.attempts
+            logger.warning("callback to %s failed (attempt %s): %s", url, tries, exc)
+            raise CallbackFailed(f"callback to {url} failed {tries} times: {exc}") from exc
+        logger.info("callback delivered to %s", url)
+
+    async def _attempt(self, url: str, payload: bytes, headers: dict[str, str]) -> None:
+        """Refusals by the guard are final; anything else that goes wrong is ``Transient``."""
         try:
             destination = await guard.check_url(url, allow_private=self.allow_private)
         except (BlockedUrl, HostNotFound) as exc:
@@ -94,7 +97,6 @@ class CallbackSender:
             try:
                 response = await client.send(request)
             except httpx.TransportError as exc:
-                return f"{type(exc).__name__}: {exc}"
-        if 200 <= response.status_code < 300:
-            return None
-        return f"HTTP {response.status_code}"
+                raise Transient(f"{type(exc).__name__}: {exc}") from exc
+        if not 200 <= response.status_code < 300:
+            raise Transient(f"HTTP {response.status_code}")

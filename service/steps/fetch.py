@@ -3,8 +3,9 @@
 The download runs outside ``ctx.run`` (it is not checkpointed), and the SDK's retry policy
 never sees the exception, so the fetcher classifies failures itself: a host that does not
 resolve, a refused URL or an unusable page raise a ``Permanent`` error at once; connection
-errors, timeouts, 408, 429 and 5xx are retried here with bounded exponential backoff and end
-in ``FetchFailed`` carrying the last cause.
+errors, timeouts, a resolver that cannot answer, 408, 429 and 5xx are ``Transient``, retried
+under ``service.retry.FETCH`` (bounded, jittered backoff), and end in ``FetchFailed`` carrying
+the last cause.
 
 Every hop, redirects included, goes through the SSRF guard (``guard.check_url``) and connects
 to the address the guard checked. Redirects are therefore followed here, not by httpx.
@@ -16,15 +17,17 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol
 
 import httpx
 from bs4 import BeautifulSoup, UnicodeDammit
 
-from service.errors import FetchFailed, UnusablePage
+from service import retry
+from service.errors import FetchFailed, Transient, UnusablePage
+from service.retry import Retry, Sleep
 from service.steps.guard import (
     Destination,
-    LookupUnavailable,
     Resolver,
     check_url,
     pinned_request,
@@ -34,7 +37,6 @@ from service.steps.guard import (
 logger = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
-BACKOFF_MAX_S = 60.0
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 TEXT_TYPES = frozenset({"text/plain"})
 ACCEPT = "text/html,application/xhtml+xml;q=0.9,text/plain;q=0.8"
@@ -86,8 +88,6 @@ BLOCKS = (
 _LINE_END = "\u2029"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-Sleep = Callable[[float], Awaitable[object]]
-
 
 class Fetcher(Protocol):
     name: str
@@ -97,10 +97,6 @@ class Fetcher(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-class Transient(Exception):
-    """A failure worth another attempt; never leaves this package."""
 
 
 def extract_text(html: str) -> str:
@@ -149,25 +145,23 @@ async def with_retries(
     sleep: Sleep,
 ) -> str:
     """Run ``attempt`` until it succeeds, a ``Permanent`` error escapes, or attempts run out."""
-    last: Exception | None = None
-    for number in range(1, attempts + 1):
-        try:
-            return await attempt()
-        except (Transient, LookupUnavailable) as exc:
-            last = exc
-            if number == attempts:
-                break
-            delay = min(backoff_s * 2 ** (number - 1), BACKOFF_MAX_S)
-            logger.warning(
-                "fetching from %s failed (%s); attempt %d of %d in %.1fs",
-                host,
-                exc,
-                number + 1,
-                attempts,
-                delay,
-            )
-            await sleep(delay)
-    raise FetchFailed(f"could not fetch from {host} after {attempts} attempts: {last}") from last
+    policy = replace(retry.FETCH, first_s=backoff_s, attempts=attempts)
+
+    def waiting(failure: Retry) -> None:
+        logger.warning(
+            "fetching from %s failed (%s); attempt %d of %d in %.1fs",
+            host,
+            failure.error,
+            failure.attempt + 1,
+            attempts,
+            failure.delay_s,
+        )
+
+    try:
+        return await policy.run(attempt, sleep=sleep, on_retry=waiting)
+    except Transient as exc:
+        msg = f"could not fetch from {host} after {attempts} attempts: {exc}"
+        raise FetchFailed(msg) from exc
 
 
 class HttpFetcher:
@@ -182,8 +176,8 @@ class HttpFetcher:
         max_bytes: int,
         timeout_s: float,
         attempts: int,
-        backoff_s: float,
         user_agent: str,
+        backoff_s: float = retry.FETCH.first_s,
         sleep: Sleep = asyncio.sleep,
         resolve: Resolver = system_resolve,
         ssl_context: ssl.SSLContext | None = None,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from service.errors import BlockedUrl, HostNotFound
+from service.errors import BlockedUrl, HostNotFound, Transient
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -52,7 +52,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _UNRESOLVABLE = frozenset({socket.EAI_NONAME, socket.EAI_NODATA, socket.EAI_FAIL})
 
 
-class LookupUnavailable(Exception):
+class LookupUnavailable(Transient):
     """The resolver could not answer this time (not "no such host"): worth another attempt."""
 
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from email.message import EmailMessage
 from secrets import token_hex
 from typing import Protocol, runtime_checkable
 
-from service.domain import WORKFLOW_PREFIX, Ask
-from service.mail.compose import compose_request
-from service.mail.send import Mailer, TransientDeliveryError
+from service import retry
+from service.domain import WORKFLOW_PREFIX, Ask, Notice
+from service.ledger.ids import call_id
+from service.mail.compose import compose_notice, compose_request, domain_of, message_id_for
+from service.mail.send import Mailer
+from service.retry import Retry, Sleep
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +30,11 @@ class Notifier(Protocol):
     name: str
 
     async def ask(self, ask: Ask) -> str | None:
-        """Deliver the request and return its Message-ID (None when it is no email); raise
-        ``Permanent`` when it can never be delivered."""
+        """Deliver the request (or its reminder: ``ask.reminder``) and return its Message-ID
+        (None when it is no email); raise ``Permanent`` when it can never be delivered."""
+
+    async def tell(self, notice: Notice) -> None:
+        """Deliver a short note about a round; same delivery rules as ``ask``."""
 
 
 class ConsoleNotifier:
@@ -35,8 +43,9 @@ class ConsoleNotifier:
     name = "console"
 
     async def ask(self, ask: Ask) -> str | None:
+        what = f"reminder {ask.reminder}: " if ask.reminder else ""
         print(
-            f"\n[mailgate] round {ask.round} of {ask.url} awaits {ask.approver}\n"
+            f"\n[mailgate] {what}round {ask.round} of {ask.url} awaits {ask.approver}\n"
             f"  summary: {ask.summary[:300]}\n"
             f"  approve: {ask.decide_url}?verdict=approve\n"
             f"  reject:  {ask.decide_url}?verdict=reject\n",
@@ -44,6 +53,9 @@ class ConsoleNotifier:
         )
         logger.info("asked %s about round %d of %s", ask.approver, ask.round, ask.url)
         return None
+
+    async def tell(self, notice: Notice) -> None:
+        print(f"\n[mailgate] to {notice.to}: {notice.subject}\n  {notice.text}\n", flush=True)
 
 
 def epoch_ms() -> int:
@@ -53,9 +65,10 @@ def epoch_ms() -> int:
 class SmtpNotifier:
     """Emails the request and keeps trying while the mail server is away or busy.
 
-    A transient failure never fails the request: the round waits, ``on_retry`` says why (the
-    workflow shows it as the request's status), and the backoff is capped so delivery resumes
-    soon after the server does. A 5xx rejection propagates as ``DeliveryRejected``.
+    A transient failure never fails the request: the round waits (``service.retry.SMTP``:
+    unbounded, capped, jittered), ``on_retry`` says why (the workflow shows it as the request's
+    status), and the cap keeps delivery resuming soon after the server does. A 5xx rejection
+    propagates as ``DeliveryRejected``.
     """
 
     name = "smtp"
@@ -68,18 +81,17 @@ class SmtpNotifier:
         reply_domain: str | None,
         secrets: Sequence[str],
         clock: Callable[[], int] = epoch_ms,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
+        backoff_s: float = retry.SMTP.first_s,
+        max_backoff_s: float = retry.SMTP.max_s,
         on_retry: Callable[[str], None] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._mailer = mailer
         self._sender = sender
         self._reply_domain = reply_domain
         self._secrets = secrets
         self._clock = clock
-        self._backoff_s = backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._retry = replace(retry.SMTP, first_s=backoff_s, max_s=max_backoff_s)
         self._on_retry = on_retry
         self._sleep = sleep
 
@@ -91,26 +103,42 @@ class SmtpNotifier:
             secrets=self._secrets,
             now=self._clock(),
         )
-        delay = self._backoff_s
-        while True:
-            try:
-                await self._mailer.send(message)
-            except TransientDeliveryError as exc:
-                logger.warning("%s, retrying in %.3gs (%s)", exc, delay, exc.__cause__)
-                if self._on_retry is not None:
-                    self._on_retry(f"{exc}, retrying")
-                await self._sleep(delay)
-                delay = min(delay * 2, self._max_backoff_s)
-            else:
-                break
+        await self._deliver(message)
         logger.info(
-            "emailed %s about round %d of %s as %s",
+            "emailed %s about round %d of %s as %s%s",
             ask.approver,
             ask.round,
             ask.url,
             message["Message-ID"],
+            f" (reminder {ask.reminder})" if ask.reminder else "",
         )
         return str(message["Message-ID"])
+
+    async def tell(self, notice: Notice) -> None:
+        domain = domain_of(self._sender)
+        message = compose_notice(
+            notice.to,
+            notice.subject,
+            notice.text,
+            sender=self._sender,
+            request_id=notice.request_id,
+            in_reply_to=message_id_for(notice.round_id, domain),
+            now=self._clock(),
+            message_id=message_id_for(f"{notice.round_id}#{notice.kind}", domain),
+        )
+        await self._deliver(message)
+        logger.info("emailed %s: %s", notice.to, notice.subject)
+
+    async def _deliver(self, message: EmailMessage) -> None:
+        await self._retry.run(
+            lambda: self._mailer.send(message), sleep=self._sleep, on_retry=self._waiting
+        )
+
+    def _waiting(self, failure: Retry) -> None:
+        error = failure.error
+        logger.warning("%s, retrying in %.3gs (%s)", error, failure.delay_s, error.__cause__)
+        if self._on_retry is not None:
+            self._on_retry(f"{error}, retrying")
 
 
 async def send_sample(
@@ -129,9 +157,10 @@ async def send_sample(
     Returns the bytes sent, for a spam check.
     """
     now = epoch_ms()
-    promise_id = f"{WORKFLOW_PREFIX}{token_hex(10)}:1"
+    request_id = f"{WORKFLOW_PREFIX}{token_hex(10)}"
+    promise_id = call_id(request_id, 1)
     ask = Ask(
-        request_id=promise_id.partition(":")[0],
+        request_id=request_id,
         promise_id=promise_id,
         first_promise_id=promise_id,
         round=1,

@@ -3,10 +3,10 @@ the prompt.
 
 The workflow checkpoints whatever a summarizer returns, so a summarizer may take minutes (an
 LLM on CPU) and must not give up on trouble an operator can fix: when Ollama is stopped or the
-model is not pulled it waits with capped backoff, logs what to do, and reports why through
-``on_retry`` so the status page can show it. Only trouble that waiting cannot fix is
-``Permanent``. The extractive peer needs no LLM and no downloaded NLTK data, so a machine
-without Ollama still runs the whole flow.
+model is not pulled it waits (``service.retry.OLLAMA``: unbounded, capped), logs what to do,
+and reports why through ``on_retry`` so the status page can show it. Only trouble that waiting
+cannot fix is ``Permanent``. The extractive peer needs no LLM and no downloaded NLTK data, so a
+machine without Ollama still runs the whole flow.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,8 +29,10 @@ from sumy.parsers.plaintext import PlaintextParser
 from sumy.summarizers.text_rank import TextRankSummarizer
 from sumy.utils import get_stop_words
 
+from service import retry
 from service.domain import Summary
-from service.errors import Permanent
+from service.errors import Permanent, Transient
+from service.retry import Retry, Sleep
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +164,10 @@ def context_tokens(budget: int) -> int:
     return math.ceil(needed / 1024) * 1024
 
 
+class OllamaUnavailable(Transient):
+    """Ollama cannot answer now; the message says what would fix it."""
+
+
 class OllamaSummarizer:
     """Summaries from a local LLM through the official async client."""
 
@@ -173,73 +179,70 @@ class OllamaSummarizer:
         host: str,
         model: str,
         input_budget_chars: int,
-        backoff_s: float = 2.0,
-        max_backoff_s: float = 60.0,
+        backoff_s: float = retry.OLLAMA.first_s,
+        max_backoff_s: float = retry.OLLAMA.max_s,
         on_retry: Callable[[str], None] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.host = host
         self.model = model
         self._budget = input_budget_chars
-        self._backoff_s = backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._retry = replace(retry.OLLAMA, first_s=backoff_s, max_s=max_backoff_s)
         self._on_retry = on_retry or (lambda _detail: None)
         self._sleep = sleep
 
     async def summarize(self, text: str, *, history: Sequence[Feedback] = ()) -> Summary:
         messages = build_messages(text, history, self._budget)
-        failures = 0
-        empty = 0
-        while True:
-            try:
-                reply = await self._chat(messages)
-            except Exception as exc:
-                detail = self._why_waiting(exc)
-                delay = min(self._max_backoff_s, self._backoff_s * 2**failures)
-                failures += 1
-                logger.warning("%s; next try in %.0fs", detail, delay)
-                self._on_retry(detail)
-                await self._sleep(delay)
-                continue
+        for attempt in range(1, EMPTY_OUTPUT_ATTEMPTS + 1):
+            reply = await self._retry.run(
+                lambda: self._chat(messages), sleep=self._sleep, on_retry=self._waiting
+            )
             if reply:
                 return Summary(reply, self.name, self.model)
-            empty += 1
-            if empty >= EMPTY_OUTPUT_ATTEMPTS:
-                msg = f"model {self.model} returned an empty summary {empty} times"
-                raise EmptySummary(msg)
-            logger.warning("model %s returned an empty summary; asking again", self.model)
+            if attempt < EMPTY_OUTPUT_ATTEMPTS:
+                logger.warning("model %s returned an empty summary; asking again", self.model)
+        msg = f"model {self.model} returned an empty summary {EMPTY_OUTPUT_ATTEMPTS} times"
+        raise EmptySummary(msg)
+
+    def _waiting(self, failure: Retry) -> None:
+        logger.warning("%s; next try in %.0fs", failure.error, failure.delay_s)
+        self._on_retry(str(failure.error))
 
     async def _chat(self, messages: list[dict[str, str]]) -> str:
         """A client per call: a summary takes far longer than connecting, and no pooled
         connection outlives an Ollama restart."""
-        async with _client(self.host, httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)) as client:
-            response = await client.chat(
-                model=self.model,
-                messages=messages,
-                options={"num_ctx": context_tokens(self._budget), "temperature": TEMPERATURE},
-            )
+        try:
+            async with _client(self.host, httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)) as client:
+                response = await client.chat(
+                    model=self.model,
+                    messages=messages,
+                    options={"num_ctx": context_tokens(self._budget), "temperature": TEMPERATURE},
+                )
+        except (ConnectionError, httpx.TransportError, ollama.ResponseError) as exc:
+            raise self._trouble(exc) from exc
         return (response.message.content or "").strip()
 
-    def _why_waiting(self, exc: Exception) -> str:
-        """What is wrong and what fixes it, for trouble worth waiting out; re-raise the rest."""
+    def _trouble(
+        self, exc: ConnectionError | httpx.TransportError | ollama.ResponseError
+    ) -> OllamaUnavailable | Permanent:
+        """What is wrong and what fixes it: worth waiting out, or a refusal that stays one."""
         host = _shown(self.host)
         if isinstance(exc, ConnectionError | httpx.ConnectTimeout):
-            return f"Ollama unreachable at {host}, retrying (start it with `ollama serve`)"
-        if isinstance(exc, httpx.TransportError):
-            return f"Ollama at {host} dropped the connection ({type(exc).__name__}), retrying"
-        if not isinstance(exc, ollama.ResponseError):
-            raise exc
-        if exc.status_code == 404 and "model" in str(exc.error).lower():
-            return (
+            detail = f"Ollama unreachable at {host}, retrying (start it with `ollama serve`)"
+        elif isinstance(exc, httpx.TransportError):
+            detail = f"Ollama at {host} dropped the connection ({type(exc).__name__}), retrying"
+        elif exc.status_code == 404 and "model" in str(exc.error).lower():
+            detail = (
                 f"model {self.model} is not pulled at {host}, retrying "
                 f"(run `ollama pull {self.model}`)"
             )
-        if exc.status_code == 404:
-            return f"{host} answered 404 ({exc.error}): is it an Ollama server? retrying"
-        if exc.status_code >= 500 or exc.status_code == 429:
-            return f"Ollama at {host} failed (HTTP {exc.status_code}: {exc.error}), retrying"
-        msg = f"Ollama refused the request (HTTP {exc.status_code}): {exc.error}"
-        raise Permanent(msg) from exc
+        elif exc.status_code == 404:
+            detail = f"{host} answered 404 ({exc.error}): is it an Ollama server? retrying"
+        elif exc.status_code >= 500 or exc.status_code == 429:
+            detail = f"Ollama at {host} failed (HTTP {exc.status_code}: {exc.error}), retrying"
+        else:
+            return Permanent(f"Ollama refused the request (HTTP {exc.status_code}): {exc.error}")
+        return OllamaUnavailable(detail)
 
 
 async def ollama_available(host: str, model: str, timeout_s: float = 2.0) -> str | None:

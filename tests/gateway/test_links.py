@@ -67,19 +67,17 @@ async def test_token_for_another_approver_is_refused(start_mailgate, page_server
     assert await _state(mailgate, request_id) == "waiting"
 
 
-async def test_expired_token_gets_410(start_mailgate, page_server):
-    mailgate = await start_mailgate(MAILGATE_DECISION_TTL="1h")
+async def test_a_link_decides_as_long_as_its_round_waits(start_mailgate, page_server):
+    """Release 0.1 let links die after MAILGATE_DECISION_TTL while their round lived on; now a
+    link signed eight days ago still decides a round that waits (its deadline is 30 days)."""
+    mailgate = await start_mailgate(MAILGATE_DECISION_TTL="30d")
     request_id, ask = await _waiting_round(mailgate, page_server)
-    stale = tokens.mint(
-        ask.promise_id,
-        ask.approver,
-        secrets=("test-secret",),
-        now_ms=ask.expires_at - 3 * 3_600_000,
-    )
-    page = await mailgate.client.post(f"/decide/{stale}", data={"verdict": "approve"})
-    assert page.status_code == 410
-    assert "expired" in page.text
-    assert await _state(mailgate, request_id) == "waiting"
+    assert ask.expires_at is not None
+    eight_days_ago = ask.expires_at - 30 * 86_400_000 - 8 * 86_400_000
+    old = tokens.mint(ask.promise_id, ask.approver, secrets=("test-secret",), now_ms=eight_days_ago)
+    page = await mailgate.client.post(f"/decide/{old}", data={"verdict": "approve"})
+    assert page.status_code == 200, page.text
+    await wait_for_state(mailgate.client, request_id, "approved")
 
 
 async def test_replayed_token_is_already_decided(start_mailgate, page_server):

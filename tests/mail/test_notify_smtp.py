@@ -5,6 +5,7 @@ import asyncio
 import pytest
 from dkim_keys import signer
 from smtp_sink import Sink, StartSink, free_port
+from support import jittered
 
 from service.domain import Ask, workflow_id
 from service.errors import DeliveryRejected
@@ -127,7 +128,8 @@ async def test_a_4xx_is_retried_with_a_status_then_delivered(start_sink: StartSi
     ]
 
 
-async def test_backoff_doubles_up_to_its_cap(start_sink: StartSink) -> None:
+async def test_backoff_doubles_up_to_its_cap_plus_jitter(start_sink: StartSink) -> None:
+    """Jitter spreads rounds that failed together, at the cap too (``service.retry.SMTP``)."""
     sink = await start_sink(rcpt_replies=["421 4.7.0 Slow down"] * 6)
     delays: list[float] = []
 
@@ -137,7 +139,8 @@ async def test_backoff_doubles_up_to_its_cap(start_sink: StartSink) -> None:
     notifier = notifier_for(sink.settings(), backoff_s=1.0, max_backoff_s=5.0, sleep=record)
     await notifier.ask(make_ask())
 
-    assert delays == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert jittered(delays, [1.0, 2.0, 4.0, 5.0, 5.0, 5.0], jitter_s=1.0)
+    assert len(set(delays[3:])) > 1
     assert len(sink.received) == 1
 
 
