@@ -1,6 +1,7 @@
 """Postgres crashes (``pg_ctl stop -m immediate``) and comes back while requests wait: readiness
 goes false, then true; every request completes exactly once, no decision is lost, and the
-waiting ones resume within seconds of Postgres being back (bare resonate-pg took 57 s)."""
+waiting ones resume within seconds of Postgres being back (bare resonate-pg took 57 s); a
+reminder that came due during the outage is sent once Postgres is back, once."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from collections.abc import Iterator
 import httpx
 import postgres
 import pytest
+from dkim_keys import write_key
 from postgres import Postgres
-from support import local, wait_for_state
+from support import REPLY_DOMAIN, local, wait_for_state
 
 pytestmark = pytest.mark.slow
 
@@ -107,3 +109,55 @@ async def test_waiting_requests_survive_a_postgres_crash(
         trail = (await client.get(f"/requests/{request_id}/events")).json()
         assert trail["verification"]["verdict"] == "intact"
         assert [e["kind"] for e in trail["events"]].count("decided") == 1
+
+
+async def test_a_reminder_due_while_postgres_is_down_is_sent_once_it_is_back(
+    own_postgres: Postgres, start_mailgate, start_sink, page_server
+):
+    sink = await start_sink()
+    mailgate = await start_mailgate(
+        recording=False,
+        MAILGATE_ENGINE=own_postgres.new_database(),
+        MAILGATE_SECRET=SECRET,
+        MAILGATE_NOTIFIER="smtp",
+        MAILGATE_SMTP_PORT=str(sink.port),
+        MAILGATE_FROM=f"Mailgate <mailgate@{REPLY_DOMAIN}>",
+        MAILGATE_DKIM_KEY_FILE=str(write_key(own_postgres.root)),
+        MAILGATE_DECISION_TTL="10m",
+        MAILGATE_REMIND_AFTER="3s",
+        MAILGATE_REMIND_EVERY="1h",
+    )
+    client = mailgate.client
+    body = {"url": page_server.base + "/article", "email": "alice@example.com"}
+    request_id = (await client.post("/requests", json=body)).json()["id"]
+    await wait_for_state(client, request_id, "waiting")
+    async with asyncio.timeout(30):
+        while not sink.received:
+            await asyncio.sleep(0.05)
+    asked = time.monotonic()
+
+    await asyncio.to_thread(own_postgres.stop, "immediate")
+    await asyncio.sleep(max(0.0, 4.5 - (time.monotonic() - asked)))  # due at 3 s: missed
+    assert len(sink.received) == 1, "no reminder while Postgres is down"
+    await asyncio.to_thread(own_postgres.start)
+    back = time.monotonic()
+    async with asyncio.timeout(RESUME_WITHIN_S):
+        while len(sink.received) < 2:
+            await asyncio.sleep(0.05)
+    print(f"reminder sent {time.monotonic() - back:.2f}s after Postgres was back")
+    request, reminder = (r.message for r in sink.received[:2])
+    assert str(reminder["Subject"]).startswith("[Mailgate] Reminder: approve ")
+    assert reminder["In-Reply-To"] == request["Message-ID"]
+
+    link = next(
+        line.removeprefix("Approve: ").split("?")[0]
+        for line in request.get_body(("plain",)).get_content().splitlines()
+        if line.startswith("Approve: ")
+    )
+    await _decide(client, link)
+    await wait_for_state(client, request_id, "approved")
+    await asyncio.sleep(1.0)
+    trail = (await client.get(f"/requests/{request_id}/events")).json()
+    assert trail["verification"]["verdict"] == "intact"
+    assert [e["kind"] for e in trail["events"]].count("reminded") == 1
+    assert len(sink.received) == 2, "one reminder, sent once"
