@@ -42,6 +42,7 @@ from service.engine.postgres import (
     SchemaMissing,
     Sessions,
     open_postgres,
+    patiently,
     resonate_schema,
 )
 from service.errors import ConfigError
@@ -301,7 +302,10 @@ class Mailgate:
             resonate.with_dependency(await self._deps(secrets, ledger, decisions, self.progress))
             if self.postgres is None:  # release 0.1 never ran on Postgres: nothing to adopt
                 await legacy.adopt(ledger)
-        resonate.start()
+        if self.postgres is not None and self.roles.worker:
+            patiently(resonate.start)  # the workflows it runs wait out an outage
+        else:
+            resonate.start()
         if self.postgres is not None:
             await self.postgres.start()
             if self.retention is not None:
@@ -345,7 +349,10 @@ class Mailgate:
         if self.postgres is None:
             return PromiseIndex(resonate)
         index = PostgresIndex(
-            self.postgres.sessions, resonate, on_query=self.metrics.count_engine_request
+            self.postgres.sessions,
+            resonate,
+            on_query=self.metrics.count_engine_request,
+            patience_s=self.settings.lease_ttl,
         )
         if self.roles.worker:
             self.retention = Retention(

@@ -19,8 +19,16 @@ because the connector as shipped does not survive a Postgres restart well:
   task so another attempt starts at once; but that release fails too (Postgres is away), the
   SDK only logs it, and the task stays leased to this process until the lease runs out
   (``MAILGATE_LEASE_TTL``, a minute by default): that was most of the minute waiting requests
-  took to resume. ``RetryingReleases`` sends such a release again, with a short capped
-  backoff, until Postgres answers or the lease would have run out anyway.
+  took to resume. The same happens when Postgres commits a ``task.acquire`` and dies before
+  answering. ``RetryingReleases`` repairs both, with a short capped backoff, until Postgres
+  answers or the lease would have run out anyway.
+- **Steps.** A workflow's step that reads or writes the ledger while Postgres is away would
+  fail, and the SDK records any error of a step as the step's outcome: the request would end
+  "failed" because of an outage. Calls made while a worker runs workflows (``PATIENT``, set
+  by ``patiently``) wait Postgres out instead, for as long as their task's lease could hold:
+  the idempotent ``promise.*`` requests here (a create answers with what is stored, a settle
+  with the first settlement), the ledger's queries in ``service.ledger.postgres``. Everything
+  else (the gateway's pages, readiness) still fails fast.
 - **Schema.** ``resonate_schema`` says whether resonate.sql was applied and which version; Mailgate
   never ships or changes that file (it is resonate-pg's).
 
@@ -31,9 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +80,15 @@ SCHEMA_VERSION_SQL = "SELECT resonate.get_schema_version()"
 PROCESS_TIMEOUTS_SQL = "SELECT resonate.process_timeouts()"
 
 Sleeper = Callable[[float], Awaitable[None]]
+#: Requests that may be sent again after a lost answer: each answers with what is stored.
+IDEMPOTENT = frozenset(
+    {"promise.get", "promise.create", "promise.settle", "promise.register_listener"}
+)
+#: True in the tasks that run workflows (see the module docstring, "Steps").
+PATIENT: ContextVar[bool] = ContextVar("mailgate_engine_patient", default=False)
+
 #: The envelope's kind comes first in the SDK's encoding (see ``metered.py``).
-_RELEASE = re.compile(r'"kind"\s*:\s*"task\.release"')
+_KIND = re.compile(r'"kind"\s*:\s*"([a-z._]+)"')
 
 
 class Sessions:
@@ -202,22 +219,32 @@ class TimerDriver:
 
 
 class RetryingReleases:
-    """The connector as the SDK's ``Network``, except that a ``task.release`` the transport
-    failed to deliver is sent again in the background (see the module docstring). Sending
-    it twice is harmless: a task already released, or leased again since, answers 409."""
+    """The connector as the SDK's ``Network``, except that two requests the transport failed
+    to deliver are repaired in the background once Postgres answers again (see the module
+    docstring), for as long as the lease they concern could still hold the task:
+
+    - a ``task.release``: sent again. Twice is harmless: a task already released, or leased
+      again since, answers 409.
+    - a ``task.acquire``: Postgres may have committed it before the connection broke, leaving
+      the task leased to this process, which gave up on it. It is released if, and only if,
+      this process (its pid, the version the acquire made) still holds it, so a task another
+      worker has acquired since is never touched.
+    """
 
     def __init__(
         self,
         connection: PostgresConnection,
+        sessions: Sessions,
         *,
         give_up_after_s: float,
         sleeper: Sleeper = asyncio.sleep,
     ) -> None:
         self._connection = connection
+        self._sessions = sessions
         self._give_up_after_s = give_up_after_s
         self._sleeper = sleeper
         self._retries: set[asyncio.Task[None]] = set()
-        self.resent = 0
+        self.repaired = 0
 
     async def start(self) -> None:
         await self._connection.start()
@@ -229,29 +256,77 @@ class RetryingReleases:
         await self._connection.stop()
 
     async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
+        kind = _KIND.search(req, 0, 200)
+        if PATIENT.get() and kind and kind.group(1) in IDEMPOTENT:
+            return await patient(
+                lambda: self._connection.send(req, headers), self._give_up_after_s, self._sleeper
+            )
         try:
             return await self._connection.send(req, headers)
         except ConnectorError:
-            if _RELEASE.search(req, 0, 200):
-                task = asyncio.create_task(self._resend(req, headers))
-                self._retries.add(task)
-                task.add_done_callback(self._retries.discard)
+            if kind and kind.group(1) == "task.release":
+                self._repair(lambda: self._connection.send(req, headers))
+            elif kind and kind.group(1) == "task.acquire":
+                data = json.loads(req)["data"]
+                self._repair(lambda: self._release_if_held(data))
             raise
 
-    async def _resend(self, req: str, headers: dict[str, str] | None) -> None:
+    def _repair(self, attempt: Callable[[], Awaitable[object]]) -> None:
+        task = asyncio.create_task(self._until_done(attempt))
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _until_done(self, attempt: Callable[[], Awaitable[object]]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._give_up_after_s
         delay = 0.25
         while loop.time() < deadline:
             await self._sleeper(delay)
             try:
-                await self._connection.send(req, headers)
-            except ConnectorError:
+                await attempt()
+            except (ConnectorError, psycopg.OperationalError):
                 delay = min(delay * 2, RECONNECT_S)
                 continue
-            self.resent += 1
-            logger.info("postgres: released a task whose release the outage had cut off")
+            self.repaired += 1
+            logger.info("postgres: repaired a task request the outage had cut off")
             return
+
+    async def _release_if_held(self, acquire: dict[str, Any]) -> None:
+        async with self._sessions.session() as conn:
+            await conn.execute(
+                "SELECT resonate.task_release(id, version, "
+                "(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM resonate.tasks "
+                "WHERE id = %s AND pid = %s AND version = %s AND state = 'acquired'",
+                (acquire["id"], acquire["pid"], int(acquire["version"]) + 1),
+            )
+
+
+async def patient[T](
+    attempt: Callable[[], Awaitable[T]], give_up_after_s: float, sleeper: Sleeper = asyncio.sleep
+) -> T:
+    """``attempt()``, tried again while Postgres cannot be reached, up to ``give_up_after_s``;
+    the last failure escapes then."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up_after_s
+    delay = 0.25
+    while True:
+        try:
+            return await attempt()
+        except (ConnectorError, psycopg.OperationalError):
+            if loop.time() + delay > deadline:
+                raise
+        await sleeper(delay)
+        delay = min(delay * 2, RECONNECT_S)
+
+
+def patiently[T](start: Callable[[], T]) -> T:
+    """Call ``start`` (a worker starting the SDK) so that the tasks it spawns, and the
+    workflows they run, wait out an outage (``PATIENT``)."""
+    token = PATIENT.set(True)
+    try:
+        return start()
+    finally:
+        PATIENT.reset(token)
 
 
 @dataclass
@@ -289,7 +364,7 @@ def open_postgres(
         sleeper=_capped_sleep,
     )
     timers = TimerDriver(sessions) if drive_timers else None
-    network = RetryingReleases(connection, give_up_after_s=lease_ttl_s)
+    network = RetryingReleases(connection, sessions, give_up_after_s=lease_ttl_s)
     return PostgresEngine(connection, network, sessions, timers)
 
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets as pysecrets
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from resonate.resonate import Resonate
 from resonate.types import PromiseRecord
 
 from service.domain import WORKFLOW_PREFIX, pair_key
+from service.engine.errors import EngineUnavailable
+from service.engine.postgres import PATIENT, patient
 from service.ledger.audit import Event
 from service.ledger.index import Chain, HeadQuery, Note, get_promise
 from service.status import FINISHED_STATES
@@ -59,12 +62,17 @@ class PostgresIndex:
         sessions: Sessions,
         resonate: Resonate,
         on_query: Callable[[str, bool], None] | None = None,
+        patience_s: float = 60.0,
     ) -> None:
         self._sessions = sessions
         self._resonate = resonate
         self._on_query = on_query
+        self._patience_s = patience_s
 
     async def chain(self, request_id: str) -> Chain:
+        return await self._run(lambda: self._chain(request_id))
+
+    async def _chain(self, request_id: str) -> Chain:
         self._count("index.chain")
         async with self._sessions.session() as conn:
             cursor = await conn.execute(
@@ -79,6 +87,9 @@ class PostgresIndex:
         return Chain(events, Note(note[0], note[1]) if note else None)
 
     async def put_event(self, event: Event, previous: Event | None) -> Event:
+        return await self._run(lambda: self._put_event(event, previous))
+
+    async def _put_event(self, event: Event, previous: Event | None) -> Event:
         """Insert unless the place is taken, read back what is there, and move the request's
         head to it; one transaction, so a listing never sees an event without its head."""
         self._count("index.put_event", audit=True)
@@ -120,6 +131,11 @@ class PostgresIndex:
     async def heads(
         self, query: HeadQuery, limit: int, cursor: str | None
     ) -> tuple[list[Event], str | None]:
+        return await self._run(lambda: self._heads(query, limit, cursor))
+
+    async def _heads(
+        self, query: HeadQuery, limit: int, cursor: str | None
+    ) -> tuple[list[Event], str | None]:
         """Newest events of the requests that match, in request id order; the cursor is the
         last id of the page, and None after the last page."""
         self._count("index.heads")
@@ -149,16 +165,28 @@ class PostgresIndex:
         return events, events[-1].request_id if more and events else None
 
     async def claim(self, request_id: str, name: str, now: int) -> bool:
+        return await self._run(lambda: self._claim(request_id, name, now))
+
+    async def _claim(self, request_id: str, name: str, now: int) -> bool:
         self._count("index.claim")
+        nonce = pysecrets.token_hex(8)
         async with self._sessions.session() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO mailgate.claims (request_id, name, at) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING RETURNING 1",
-                (request_id, name, now),
+            await conn.execute(
+                "INSERT INTO mailgate.claims (request_id, name, at, nonce) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (request_id, name, now, nonce),
             )
-            return await cursor.fetchone() is not None
+            cursor = await conn.execute(
+                "SELECT nonce FROM mailgate.claims WHERE request_id = %s AND name = %s",
+                (request_id, name),
+            )
+            row = await cursor.fetchone()
+        return row is not None and row[0] == nonce
 
     async def put_note(self, request_id: str, detail: str, now: int) -> None:
+        return await self._run(lambda: self._put_note(request_id, detail, now))
+
+    async def _put_note(self, request_id: str, detail: str, now: int) -> None:
         """Only the newest note is ever read, so it replaces the one before."""
         self._count("index.put_note")
         async with self._sessions.session() as conn:
@@ -170,6 +198,9 @@ class PostgresIndex:
             )
 
     async def rounds(self, request_id: str) -> list[PromiseRecord]:
+        return await self._run(lambda: self._rounds(request_id))
+
+    async def _rounds(self, request_id: str) -> list[PromiseRecord]:
         """The request's settled rounds, found in resonate-pg's table (read only) and read
         through the SDK like every other promise."""
         self._count("index.rounds")
@@ -228,6 +259,18 @@ class PostgresIndex:
                     (roots,),
                 )
         return roots
+
+    async def _run[T](self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run one operation; in a worker's workflows (``PATIENT``) wait out an outage, else
+        fail fast with ``EngineUnavailable`` (a ``ConnectorError``, as the SDK's calls do).
+        Every operation here may run twice: each is one transaction that either re-reads
+        what it wrote or writes nothing the second time."""
+        if PATIENT.get():
+            return await patient(op, self._patience_s)
+        try:
+            return await op()
+        except psycopg.OperationalError as exc:
+            raise EngineUnavailable(str(exc).strip().splitlines()[0]) from exc
 
     def _count(self, kind: str, audit: bool = False) -> None:
         if self._on_query is not None:

@@ -33,10 +33,12 @@ CREATE TABLE mailgate.notes (
   at         BIGINT NOT NULL
 );
 
--- Once-only markers: the first insert wins.
+-- Once-only markers: the first insert wins, and its nonce says who that was (a claim tried
+-- again after a lost answer still knows it won).
 CREATE TABLE mailgate.claims (
   request_id TEXT   NOT NULL,
   name       TEXT   NOT NULL,
   at         BIGINT NOT NULL,
+  nonce      TEXT   NOT NULL,
   PRIMARY KEY (request_id, name)
 );
