@@ -4,8 +4,9 @@
 transports a role needs. Constructing it opens nothing; ``start()`` opens the engine (taking
 its lock), probes Ollama and SMTP for the ``auto`` choices, starts the worker and binds the
 HTTP gateway; ``stop()`` undoes it in reverse order. Connection precedence is documented in one
-place, ``connect``: ``RESONATE_URL`` (a remote engine), then ``MAILGATE_ENGINE=memory``, then
-the durable SQLite engine in the data dir.
+place, ``connect``: ``RESONATE_URL`` (a remote engine) or ``MAILGATE_ENGINE=postgresql://…`` (a
+shared Postgres, never both), then ``MAILGATE_ENGINE=memory``, then the durable SQLite engine
+in the data dir.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ from service.config import Settings
 from service.decisions import Decisions
 from service.domain import WORKER_GROUP
 from service.engine.metered import MeteredNetwork
+from service.engine.postgres import (
+    PostgresEngine,
+    SchemaMissing,
+    Sessions,
+    open_postgres,
+    patiently,
+    resonate_schema,
+)
 from service.errors import ConfigError
 from service.gateway.app import build_app
 from service.gateway.auth import ApiTokens
@@ -43,6 +52,8 @@ from service.gateway.context import Gateway
 from service.inbox.handler import ReplyHandler
 from service.inbox.server import InboxServer
 from service.ledger import Ledger, legacy
+from service.ledger.index import Index, PromiseIndex
+from service.ledger.postgres import PostgresIndex, Retention, applied, migrate, pending
 from service.mail import signing
 from service.mail.send import Mailer, SmtpSettings, smtp_reachable
 from service.metrics import Metrics
@@ -96,7 +107,10 @@ def secrets_for(settings: Settings, *, create: bool = True) -> tuple[str, ...]:
     if settings.secret:
         return settings.secret
     if not settings.embedded:
-        msg = "MAILGATE_SECRET is required when RESONATE_URL is set (all roles share it)"
+        msg = (
+            "MAILGATE_SECRET is required with a shared engine (RESONATE_URL or a Postgres "
+            "MAILGATE_ENGINE): all roles share it"
+        )
         raise ConfigError(msg)
     path = secret_path(settings)
     if not path.exists() and not create:
@@ -127,8 +141,9 @@ def dkim_signer_for(settings: Settings, *, create: bool = True) -> signing.DkimS
         path = Path(settings.dkim_key_file)
     elif not settings.embedded:
         msg = (
-            "MAILGATE_DKIM_KEY_FILE is required when RESONATE_URL is set (every worker and the "
-            "inbox sign their mail with the same key); create one with `openssl genpkey "
+            "MAILGATE_DKIM_KEY_FILE is required with a shared engine (RESONATE_URL or a Postgres "
+            "MAILGATE_ENGINE): every worker and the inbox sign their mail with the same key; "
+            "create one with `openssl genpkey "
             "-algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dkim.pem`"
         )
         raise ConfigError(msg)
@@ -215,7 +230,7 @@ def inbound_tls(settings: Settings) -> ssl.SSLContext | None:
 def connect(
     settings: Settings, *, pid: str, group: str, clock: Callable[[], int] = now_ms
 ) -> engine.EngineConnection | None:
-    """The embedded engine to use, or None when ``RESONATE_URL`` names a remote one."""
+    """The embedded engine to use, or None for a shared one (``RESONATE_URL``, Postgres)."""
     if not settings.embedded:
         return None
     if settings.engine == "memory":
@@ -241,6 +256,8 @@ class Mailgate:
     ledger: Ledger | None = None
     progress: Progress | None = None
     connection: engine.EngineConnection | None = None
+    postgres: PostgresEngine | None = None
+    retention: Retention | None = None
     fetcher: Fetcher | None = None
     notifier: Notifier | None = None
     inbox: InboxServer | None = None
@@ -275,7 +292,7 @@ class Mailgate:
             autostart=False,
         )
         self.resonate = resonate
-        ledger = Ledger(resonate, secrets=secrets, clock=self.clock)
+        ledger = Ledger(resonate, secrets=secrets, clock=self.clock, index=self._index(resonate))
         self.ledger = ledger
         self.progress = Progress(ledger)
         decisions = Decisions(ledger, self.metrics, self.clock)
@@ -284,8 +301,16 @@ class Mailgate:
             await self._wait_for_engine(ledger)
         if self.roles.worker:
             resonate.with_dependency(await self._deps(secrets, ledger, decisions, self.progress))
-            await legacy.adopt(ledger)
-        resonate.start()
+            if self.postgres is None:  # release 0.1 never ran on Postgres: nothing to adopt
+                await legacy.adopt(ledger)
+        if self.postgres is not None and self.roles.worker:
+            patiently(resonate.start)  # the workflows it runs wait out an outage
+        else:
+            resonate.start()
+        if self.postgres is not None:
+            await self.postgres.start()
+            if self.retention is not None:
+                self.retention.start()
         if self.roles.gateway:
             await self._serve_http(ledger, decisions, secrets)
         if self.roles.inbox:
@@ -299,18 +324,48 @@ class Mailgate:
         if self.connection is not None:
             await self.connection.start()
             return self.connection, [self.connection]
+        listen = self.roles.worker or self.roles.gateway
+        if self.settings.postgres:
+            self.postgres = open_postgres(
+                self.settings.postgres_url(),
+                pid=self.pid,
+                group=group,
+                drive_timers=self.roles.worker,
+                lease_ttl_s=self.settings.lease_ttl,
+            )
+            connection = self.postgres.connection
+            return self.postgres.network, [connection] if listen else []
         assert self.settings.resonate_url is not None
         return engine.remote_connections(
             self.settings.resonate_url,
             token=self.settings.engine_token,
             pid=self.pid,
             group=group,
-            listen=self.roles.worker or self.roles.gateway,
+            listen=listen,
         )
 
+    def _index(self, resonate: Resonate) -> Index:
+        """Postgres answers no promise search: there the ledger keeps its index in tables of
+        its own (and a worker purges what retention lets go, which resonate-pg never does)."""
+        if self.postgres is None:
+            return PromiseIndex(resonate)
+        index = PostgresIndex(
+            self.postgres.sessions,
+            resonate,
+            on_query=self.metrics.count_engine_request,
+            patience_s=self.settings.lease_ttl,
+        )
+        if self.roles.worker:
+            self.retention = Retention(
+                index, retention_ms=int(self.settings.retention * 1000), clock=self.clock
+            )
+        return index
+
     async def _wait_for_engine(self, ledger: Ledger) -> None:
-        """A split role may start before its engine: wait, saying so, instead of failing."""
-        where = self.settings.resonate_url
+        """A split role may start before its engine: wait, saying so, instead of failing. On
+        Postgres, a database without resonate-pg's schema is an operator's mistake and stops
+        the role; Mailgate's own tables are created or migrated here."""
+        where = self._engine_name()
 
         def waiting(failure: Retry) -> None:
             logger.warning(
@@ -320,8 +375,23 @@ class Mailgate:
                 failure.delay_s,
             )
 
-        await ENGINE_WAIT.run(ledger.ping, on_retry=waiting)
+        await ENGINE_WAIT.run(lambda: self._prepare(ledger), on_retry=waiting)
         logger.info("engine at %s is reachable", where)
+
+    async def _prepare(self, ledger: Ledger) -> None:
+        if self.postgres is not None:
+            schema = await resonate_schema(self.postgres.sessions)
+            if schema.version is None:
+                raise ConfigError(str(SchemaMissing()))
+            applied = await migrate(self.postgres.sessions)
+            if applied:
+                logger.info("postgres: applied Mailgate's migrations %s", ", ".join(applied))
+        await ledger.ping()
+
+    def _engine_name(self) -> str:
+        if self.settings.postgres:
+            return self.settings.masked()["MAILGATE_ENGINE"]
+        return str(self.settings.resonate_url)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -332,6 +402,8 @@ class Mailgate:
         if self._serving is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._serving
+        if self.retention is not None:
+            await self.retention.stop()
         if self.progress is not None:
             await self.progress.close()
         if self.resonate is not None:
@@ -340,6 +412,8 @@ class Mailgate:
             await self.fetcher.close()
         if self.connection is not None:
             await self.connection.stop()
+        if self.postgres is not None:
+            await self.postgres.stop()
 
     @property
     def http_port(self) -> int:
@@ -557,3 +631,39 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+@dataclass(frozen=True)
+class DatabaseReport:
+    """What ``mailgate db check`` found in the Postgres engine's database."""
+
+    resonate_version: str | None
+    applied: list[int]
+    pending: list[str]
+
+    @property
+    def ready(self) -> bool:
+        return self.resonate_version is not None and not self.pending
+
+
+async def check_database(settings: Settings) -> DatabaseReport:
+    """Raises ``EngineUnavailable`` when Postgres cannot be reached."""
+    sessions = Sessions(settings.postgres_url())
+    try:
+        schema = await resonate_schema(sessions)
+        versions = await applied(sessions)
+        return DatabaseReport(schema.version, versions, pending(versions))
+    finally:
+        await sessions.close()
+
+
+async def migrate_database(settings: Settings) -> list[str]:
+    """Apply Mailgate's pending migrations; refuses while resonate-pg's schema is missing (the
+    roles could not start on that database anyway)."""
+    sessions = Sessions(settings.postgres_url())
+    try:
+        if (await resonate_schema(sessions)).version is None:
+            raise ConfigError(str(SchemaMissing()))
+        return await migrate(sessions)
+    finally:
+        await sessions.close()

@@ -27,7 +27,9 @@ from service.app import (
     Mailgate,
     Roles,
     check_bind,
+    check_database,
     dkim_signer_for,
+    migrate_database,
     secret_source,
     secrets_for,
     smtp_settings,
@@ -42,7 +44,8 @@ EXIT_CONFIG = 2
 # What each operator command reads, so that a bad value elsewhere does not stop it; the roles
 # and config-check read everything.
 LOGGING = frozenset({"MAILGATE_LOG_LEVEL", "MAILGATE_LOG_FORMAT"})
-SIGNING = frozenset({"MAILGATE_SECRET", "MAILGATE_DATA_DIR", "RESONATE_URL"})
+ENGINE = frozenset({"RESONATE_URL", "MAILGATE_ENGINE", "MAILGATE_ENGINE_PASSWORD_FILE"})
+SIGNING = frozenset({"MAILGATE_SECRET", "MAILGATE_DATA_DIR"}) | ENGINE
 GATEWAY_CLIENT = LOGGING | {
     "MAILGATE_HTTP_HOST",
     "MAILGATE_HTTP_PORT",
@@ -74,16 +77,20 @@ MAILING = (
         }
     )
 )
-PROBING = LOGGING | frozenset(
-    {
-        "RESONATE_URL",
-        "MAILGATE_HTTP_HOST",
-        "MAILGATE_HTTP_PORT",
-        "MAILGATE_INBOUND_HOST",
-        "MAILGATE_INBOUND_PORT",
-        "MAILGATE_ENGINE_HOST",
-        "MAILGATE_ENGINE_PORT",
-    }
+DATABASE = LOGGING | ENGINE
+PROBING = (
+    LOGGING
+    | ENGINE
+    | frozenset(
+        {
+            "MAILGATE_HTTP_HOST",
+            "MAILGATE_HTTP_PORT",
+            "MAILGATE_INBOUND_HOST",
+            "MAILGATE_INBOUND_PORT",
+            "MAILGATE_ENGINE_HOST",
+            "MAILGATE_ENGINE_PORT",
+        }
+    )
 )
 
 
@@ -115,11 +122,12 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="engine, worker and gateway in one process")
     serve.set_defaults(uses_data_dir=True, run=_serve)
-    worker = sub.add_parser("worker", help="run workflows (needs RESONATE_URL)")
+    shared = "needs RESONATE_URL or a Postgres MAILGATE_ENGINE"
+    worker = sub.add_parser("worker", help=f"run workflows ({shared})")
     worker.set_defaults(uses_data_dir=True, run=_worker)
-    gateway = sub.add_parser("gateway", help="HTTP gateway only (needs RESONATE_URL)")
+    gateway = sub.add_parser("gateway", help=f"HTTP gateway only ({shared})")
     gateway.set_defaults(run=_gateway)
-    inbox = sub.add_parser("inbox", help="reply listener only (needs RESONATE_URL)")
+    inbox = sub.add_parser("inbox", help=f"reply listener only ({shared})")
     inbox.set_defaults(run=_inbox)
     engine = sub.add_parser("engine", help="serve the durable engine over the Resonate protocol")
     engine.set_defaults(uses_data_dir=True, run=_engine)
@@ -215,6 +223,15 @@ def _parser() -> argparse.ArgumentParser:
     dkim_dns = dkim_sub.add_parser("dns", help="print the DNS TXT record to publish")
     dkim_dns.set_defaults(run=_dkim_dns)
 
+    db = sub.add_parser(
+        "db", help="the Postgres engine's database (MAILGATE_ENGINE=postgresql://…)"
+    )
+    db_sub = db.add_subparsers(required=True, metavar="ACTION")
+    db_check = db_sub.add_parser("check", help="is resonate-pg's schema there, and Mailgate's?")
+    db_check.set_defaults(needs=DATABASE, run=_db_check)
+    db_migrate = db_sub.add_parser("migrate", help="create or update Mailgate's own tables")
+    db_migrate.set_defaults(needs=DATABASE, run=_db_migrate)
+
     health = sub.add_parser("healthcheck", help="exit 0 when this container's role is healthy")
     health.add_argument(
         "--role", choices=["serve", "gateway", "worker", "inbox", "engine"], default="serve"
@@ -297,7 +314,8 @@ def _engine(args: argparse.Namespace, settings: config.Settings) -> int:
 def _require_remote(settings: config.Settings, role: str) -> None:
     if settings.embedded:
         msg = (
-            f"`mailgate {role}` runs beside other processes and needs RESONATE_URL "
+            f"`mailgate {role}` runs beside other processes and needs a shared engine: "
+            "MAILGATE_ENGINE=postgresql://… (Postgres with resonate-pg's schema) or RESONATE_URL "
             "(e.g. http://127.0.0.1:8001 with `mailgate engine`); use `mailgate serve` "
             "to run everything in one process"
         )
@@ -634,6 +652,59 @@ def _sample_keys(settings: config.Settings) -> tuple[str, ...]:
         return secrets_for(settings, create=False)
     except ConfigError:
         return (pysecrets.token_urlsafe(32),)
+
+
+def _postgres_only(settings: config.Settings, command: str) -> None:
+    if not settings.postgres:
+        msg = f"`mailgate {command}` is for a Postgres engine: set MAILGATE_ENGINE=postgresql://…"
+        raise ConfigError(msg)
+
+
+def _db_check(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Exit 0 when both schemas are in place, 1 when something must be done (and what)."""
+    from service.engine import EngineUnavailable
+    from service.engine.postgres import RESONATE_SCHEMA_VERSION, RESONATE_SQL_COMMIT, how_to_apply
+
+    _postgres_only(settings, "db check")
+    where = settings.masked()["MAILGATE_ENGINE"]
+    try:
+        report = asyncio.run(check_database(settings))
+    except EngineUnavailable as exc:
+        print(f"mailgate: cannot reach {where}: {exc}", file=sys.stderr)
+        return 1
+    print(f"database: {where}")
+    found = report.resonate_version
+    if found is None:
+        print("resonate-pg schema: MISSING; " + how_to_apply())
+    elif found != RESONATE_SCHEMA_VERSION:
+        print(
+            f"resonate-pg schema: version {found}, but this release is tested with "
+            f"{RESONATE_SCHEMA_VERSION} (resonate.sql at commit {RESONATE_SQL_COMMIT})"
+        )
+    else:
+        print(f"resonate-pg schema: version {found}")
+    if report.pending:
+        print(f"mailgate schema: {', '.join(report.pending)} not applied yet")
+        print("  run `mailgate db migrate` (every role also applies them when it starts)")
+    else:
+        applied = ", ".join(map(str, report.applied))
+        print(f"mailgate schema: up to date (migrations {applied})")
+    return 0 if report.ready else 1
+
+
+def _db_migrate(args: argparse.Namespace, settings: config.Settings) -> int:
+    from service.engine import EngineUnavailable
+
+    _postgres_only(settings, "db migrate")
+    try:
+        done = asyncio.run(migrate_database(settings))
+    except EngineUnavailable as exc:
+        print(
+            f"mailgate: cannot reach {settings.masked()['MAILGATE_ENGINE']}: {exc}", file=sys.stderr
+        )
+        return 1
+    print(f"applied {', '.join(done)}" if done else "Mailgate's schema is up to date")
+    return 0
 
 
 def _healthcheck(args: argparse.Namespace, settings: config.Settings) -> int:

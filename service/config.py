@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic.fields import FieldInfo
@@ -75,6 +77,7 @@ NamedTokens = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_named)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 OptionalStr = Annotated[str | None, BeforeValidator(_optional)]
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SECRET_FIELDS = frozenset({"secret", "api_token", "api_tokens", "smtp_password", "engine_token"})
 #: The name the audit trail gives the single ``MAILGATE_API_TOKEN``.
 SINGLE_TOKEN_NAME = "api"  # noqa: S105 (a name, not a secret)
@@ -97,8 +100,8 @@ class Settings(BaseModel):
         (),
         alias="MAILGATE_SECRET",
         description="Signing keys, comma-separated, oldest first (newest signs). "
-        "Generated into the data dir when unset in embedded mode; required with RESONATE_URL, "
-        "each key at least 16 characters.",
+        "Generated into the data dir when unset in embedded mode; required with a shared engine "
+        "(RESONATE_URL or a Postgres MAILGATE_ENGINE), each key at least 16 characters.",
     )
     http_host: str = Field(
         "127.0.0.1", alias="MAILGATE_HTTP_HOST", description="Gateway bind address."
@@ -197,10 +200,18 @@ class Settings(BaseModel):
         alias="RESONATE_URL",
         description="Remote engine (mailgate engine or a Resonate Server); unset = embedded.",
     )
-    engine: Literal["durable", "memory"] = Field(
+    engine: str = Field(
         "durable",
         alias="MAILGATE_ENGINE",
-        description="Embedded engine: durable (SQLite in the data dir) or memory (tests).",
+        description="durable (embedded, SQLite in the data dir), memory (embedded, tests), or "
+        "a postgresql:// URL: every role shares that Postgres, which holds resonate-pg's schema "
+        "(see Scale out). Not together with RESONATE_URL.",
+    )
+    engine_password_file: OptionalStr = Field(
+        None,
+        alias="MAILGATE_ENGINE_PASSWORD_FILE",
+        description="File holding the Postgres password, for a MAILGATE_ENGINE URL written "
+        "without one (e.g. a Docker secret).",
     )
     engine_host: str = Field(
         "127.0.0.1", alias="MAILGATE_ENGINE_HOST", description="`mailgate engine` bind address."
@@ -254,7 +265,7 @@ class Settings(BaseModel):
         alias="MAILGATE_DKIM_KEY_FILE",
         description="PEM RSA private key that DKIM-signs every email (the domain is "
         "MAILGATE_FROM's). Generated into the data dir as dkim.pem when unset in embedded mode; "
-        "required by `worker` and `inbox` with RESONATE_URL.",
+        "required by `worker` and `inbox` with a shared engine (RESONATE_URL or Postgres).",
     )
     dkim_selector: str = Field(
         "mailgate",
@@ -321,9 +332,45 @@ class Settings(BaseModel):
             raise ValueError(msg)
         return value
 
+    @field_validator("engine")
+    @classmethod
+    def _engine_is_known(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if value.startswith(POSTGRES_SCHEMES):
+            if info.data.get("resonate_url"):
+                msg = "a Postgres engine and RESONATE_URL are two different engines; set only one"
+                raise ValueError(msg)
+            return value
+        if value not in ("durable", "memory"):
+            msg = "durable, memory, or a postgresql://user@host:5432/db URL"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def postgres(self) -> bool:
+        """True when every role shares a Postgres engine (resonate-pg)."""
+        return self.engine.startswith(POSTGRES_SCHEMES)
+
     @property
     def embedded(self) -> bool:
-        return self.resonate_url is None
+        """The engine lives in this process (and its data dir); False for a shared engine."""
+        return self.resonate_url is None and not self.postgres
+
+    def postgres_url(self) -> str:
+        """The Postgres URL with the password from ``MAILGATE_ENGINE_PASSWORD_FILE`` put in,
+        read when a connection is made (a rotated secret file is picked up at restart)."""
+        if not self.engine_password_file:
+            return self.engine
+        try:
+            password = Path(self.engine_password_file).read_text().strip()
+        except OSError as exc:
+            msg = f"MAILGATE_ENGINE_PASSWORD_FILE cannot be read: {exc}"
+            raise ConfigError(msg) from None
+        parts = urlsplit(self.engine)
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def named_api_tokens(self) -> tuple[tuple[str, str], ...]:
@@ -349,6 +396,8 @@ class Settings(BaseModel):
                 value = format_duration(value)
             if name in SECRET_FIELDS and value and name != "api_tokens":
                 value = "******"
+            if name == "engine":
+                value = _without_password(value)
             shown[str(field.alias)] = "" if value is None else str(value)
         return shown
 
@@ -376,6 +425,15 @@ def data_dir(env: Mapping[str, str], cwd: Path) -> tuple[Path, str]:
     home = Path(env.get("HOME") or Path.home())
     base = Path(xdg) if Path(xdg).is_absolute() else home / ".local" / "share"
     return base / "mailgate", f"the default; set {DATA_DIR} to use another"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:******@{host}"))
 
 
 def _is_duration(field: FieldInfo) -> bool:

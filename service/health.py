@@ -7,6 +7,7 @@ import socket
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 
 from service.config import Settings
 
@@ -21,8 +22,10 @@ def check(role: str, settings: Settings) -> str | None:
         return _smtp(local_host(settings.inbound_host), settings.inbound_port)
     if role == "engine":
         return _tcp(local_host(settings.engine_host), settings.engine_port)
+    if settings.postgres:
+        return _postgres(settings.postgres_url())
     if settings.resonate_url is None:
-        return "RESONATE_URL is not set"
+        return "neither RESONATE_URL nor a Postgres MAILGATE_ENGINE is set"
     parts = urlsplit(settings.resonate_url)
     return _tcp(parts.hostname or "127.0.0.1", parts.port or 8001)
 
@@ -46,6 +49,16 @@ def _smtp(host: str, port: int) -> str | None:
     except (OSError, smtplib.SMTPException) as exc:
         return f"smtp://{host}:{port}: {exc}"
     return None if code == 250 else f"smtp://{host}:{port}: NOOP answered {code}"
+
+
+def _postgres(url: str) -> str | None:
+    """A worker's engine is its database: one connection and one query prove it answers."""
+    try:
+        with psycopg.connect(url, connect_timeout=int(TIMEOUT_S)) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"postgres: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+    return None
 
 
 def _tcp(host: str, port: int) -> str | None:

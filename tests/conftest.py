@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import postgres
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult
+from postgres import Postgres
 from smtp_sink import RecordingHandler, Sink, StartSink
 from support import ARTICLE, CallbackSink, PageServer, RecordingNotifier, Running
 
@@ -33,6 +35,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def screenshots(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     chosen: Path | None = request.config.getoption("--screenshots")
     return tmp_path if chosen is None else chosen
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One Postgres for the whole run (started on first use); each test takes a database."""
+    server = postgres.running()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Postgres) -> str:
+    """A fresh database with resonate-pg's schema (Mailgate's tables not yet made)."""
+    return postgres_server.new_database()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Split deployment: engine, two workers, gateway and inbox as separate processes.
+"""Split deployment: two workers, gateway and inbox as separate processes, around either
+`mailgate engine` or one Postgres database (resonate-pg; there is no engine process then).
 
 Twenty requests go through approve/reject by link and by reply while one worker is SIGKILLed
 mid-run; every request completes exactly once (one outcome callback each), with the rounds
@@ -39,15 +40,25 @@ def _reply(request: EmailMessage, text: str, approver: str) -> EmailMessage:
     return reply
 
 
+@pytest.mark.parametrize("engine_kind", ["mailgate-engine", "postgres"])
 async def test_split_roles_survive_a_worker_kill(
-    tmp_path: Path, start_sink, page_server, callback_sink
+    tmp_path: Path,
+    start_sink,
+    page_server,
+    callback_sink,
+    engine_kind: str,
+    request: pytest.FixtureRequest,
 ):
     sink = await start_sink()
     engine_port, http_port, inbound_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{http_port}"
+    if engine_kind == "postgres":
+        shared = {"MAILGATE_ENGINE": request.getfixturevalue("postgres_url")}
+    else:
+        shared = {"RESONATE_URL": f"http://127.0.0.1:{engine_port}"}
     with FakeOllama(delay_s=0.3) as fake:
         common = {
-            "RESONATE_URL": f"http://127.0.0.1:{engine_port}",
+            **shared,
             "MAILGATE_SECRET": "split-secret-shared-by-every-role",
             "MAILGATE_DKIM_KEY_FILE": str(write_key(tmp_path)),
             "MAILGATE_PUBLIC_URL": base,
@@ -68,14 +79,15 @@ async def test_split_roles_survive_a_worker_kill(
             env = clean_env(**common, MAILGATE_DATA_DIR=str(tmp_path / tag))
             return Process(name, env, tmp_path / f"{tag}.log")
 
-        engine = role("engine", "engine")
+        engines = [role("engine", "engine")] if engine_kind == "mailgate-engine" else []
         workers = [role("worker", "worker1"), role("worker", "worker2")]
         gateway, inbox = role("gateway", "gateway"), role("inbox", "inbox")
-        everyone = [engine, *workers, gateway, inbox]
+        everyone = [*engines, *workers, gateway, inbox]
         client = httpx.AsyncClient(base_url=base, timeout=20)
         try:
-            engine.start()
-            await wait_tcp(engine_port)
+            for engine in engines:
+                engine.start()
+                await wait_tcp(engine_port)
             for process in (*workers, gateway, inbox):
                 process.start()
             await gateway.wait_http(base + "/healthz")

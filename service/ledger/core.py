@@ -35,14 +35,19 @@ from service.domain import (
 )
 from service.ledger import audit
 from service.ledger.audit import Event, Verification
-from service.ledger.index import Chain, HeadQuery, Index, PromiseIndex, get_promise
+from service.ledger.index import (
+    EXTERNAL_TAG,
+    ORIGIN_TAG,
+    Chain,
+    HeadQuery,
+    Index,
+    PromiseIndex,
+    get_promise,
+)
 from service.status import RequestView
 
 logger = logging.getLogger(__name__)
 
-#: Tag the SDK puts on promises created by ``ctx.promise()``: a round, settled from outside.
-EXTERNAL_TAG = "resonate:external"
-ORIGIN_TAG = "resonate:origin"
 BRANCH_TAG = "resonate:branch"
 PARENT_TAG = "resonate:parent"
 SCOPE_TAG = "resonate:scope"
@@ -359,18 +364,11 @@ class Ledger:
 
     async def _round_seals(self, request_id: str) -> list[tuple[PromiseRecord, Seal]]:
         found = []
-        cursor: str | None = None
-        while True:
-            page = await self.resonate.promises.search(
-                state=None, tags={ORIGIN_TAG: request_id}, limit=100, cursor=cursor
-            )
-            for record in page.promises:
-                decision = _decision(record.value.data) if record.tags.get(EXTERNAL_TAG) else None
-                if decision is not None and decision.seal is not None:
-                    found.append((record, decision.seal))
-            cursor = page.cursor
-            if not cursor:
-                return found
+        for record in await self.index.rounds(request_id):
+            decision = _decision(record.value.data)
+            if decision is not None and decision.seal is not None:
+                found.append((record, decision.seal))
+        return found
 
     async def _record_submitted(self, request_id: str) -> None:
         request = request_of(await get_promise(self.resonate, request_id))

@@ -37,6 +37,9 @@ STATE_TAG = "mailgate:state"
 OPEN_TAG = "mailgate:open"
 PAIR_TAG = "mailgate:pair"
 APPROVER_TAG_PREFIX = "mailgate:to:"
+#: Tags the SDK puts on a workflow's promises: its root's id, and "settled from outside" (a round).
+ORIGIN_TAG = "resonate:origin"
+EXTERNAL_TAG = "resonate:external"
 #: Records outlive any request they belong to; retention, not their timeout, removes them.
 RECORD_TIMEOUT_MS = 10 * 365 * 86_400_000
 SEARCH_PAGE = 100
@@ -85,6 +88,9 @@ class Index(Protocol):
         """True for exactly one caller per (request, name), across processes and restarts."""
 
     async def put_note(self, request_id: str, detail: str, now: int) -> None: ...
+
+    async def rounds(self, request_id: str) -> list[PromiseRecord]:
+        """The request's settled rounds (promises its workflow created with ``ctx.promise``)."""
 
 
 class PromiseIndex:
@@ -163,6 +169,13 @@ class PromiseIndex:
             Value(data={"detail": detail, "at": now}),
             {REQUEST_TAG: request_id, KIND_TAG: "note"},
         )
+
+    async def rounds(self, request_id: str) -> list[PromiseRecord]:
+        return [
+            record
+            for record in await self._search(None, {ORIGIN_TAG: request_id})
+            if record.tags.get(EXTERNAL_TAG) == "true" and record.state != "pending"
+        ]
 
     async def _retire(self, event: Event) -> None:
         """No longer the newest: out of the listings, still in the trail."""

@@ -1,10 +1,16 @@
-"""A ledger over a real engine (in memory), and requests started in it without a worker."""
+"""A ledger over a real engine, and requests started in it without a worker.
+
+Every test that takes ``resonate``, ``ledger`` or ``make_ledger`` runs twice: on the embedded
+engine in memory (the ``PromiseIndex``) and on Postgres with resonate-pg's schema (the
+``PostgresIndex``), so the two indexes are held to one contract.
+"""
 
 from __future__ import annotations
 
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +19,10 @@ from resonate.resonate import Resonate
 
 from service import engine
 from service.domain import Request, workflow_id
+from service.engine.postgres import Sessions, open_postgres
 from service.ledger import Ledger
+from service.ledger.index import Index, PromiseIndex
+from service.ledger.postgres import PostgresIndex, migrate
 
 SECRETS = ("ledger-test-secret-0123456789",)
 _pages = itertools.count()
@@ -30,20 +39,62 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def resonate() -> AsyncIterator[Resonate]:
-    conn = engine.open_memory(pid="p", group="gateway")
-    await conn.start()
-    client = Resonate(network=conn, group="gateway", pid="p", env={}, autostart=False)
+@dataclass
+class Engine:
+    resonate: Resonate
+    sessions: Sessions | None
+
+    def index(self) -> Index:
+        if self.sessions is None:
+            return PromiseIndex(self.resonate)
+        return PostgresIndex(self.sessions, self.resonate)
+
+
+@pytest.fixture(params=["promises", "postgres"])
+async def engine_under_test(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    if request.param == "promises":
+        conn = engine.open_memory(pid="p", group="gateway")
+        await conn.start()
+        client = Resonate(network=conn, group="gateway", pid="p", env={}, autostart=False)
+        client.start()
+        yield Engine(client, None)
+        await client.stop()
+        await conn.stop()
+        return
+    url = request.getfixturevalue("postgres_url")
+    pg = open_postgres(url, pid="p", group="gateway", drive_timers=True)
+    client = Resonate(network=pg.connection, group="gateway", pid="p", env={}, autostart=False)
+    await migrate(pg.sessions)
     client.start()
-    yield client
+    await pg.start()
+    yield Engine(client, pg.sessions)
     await client.stop()
-    await conn.stop()
+    await pg.stop()
 
 
 @pytest.fixture
-def ledger(resonate: Resonate) -> Ledger:
-    return Ledger(resonate, secrets=SECRETS, clock=Clock())
+def resonate(engine_under_test: Engine) -> Resonate:
+    return engine_under_test.resonate
+
+
+@pytest.fixture
+def make_ledger(engine_under_test: Engine) -> Callable[[], Ledger]:
+    """Another ledger on the same engine, as another process would have."""
+
+    def make() -> Ledger:
+        return Ledger(
+            engine_under_test.resonate,
+            secrets=SECRETS,
+            clock=Clock(),
+            index=engine_under_test.index(),
+        )
+
+    return make
+
+
+@pytest.fixture
+def ledger(make_ledger: Callable[[], Ledger]) -> Ledger:
+    return make_ledger()
 
 
 @pytest.fixture

@@ -6,13 +6,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from resonate.resonate import Resonate
-
 from service.domain import Request
 from service.ledger import Ledger
 from service.ledger.index import Chain
-
-from .conftest import SECRETS, Clock
 
 
 async def test_a_started_request_reads_back_with_its_submission(ledger, new_request):
@@ -43,11 +39,10 @@ async def test_keyed_appends_record_a_fact_once(ledger, new_request):
     assert [e.kind for e in events] == ["submitted", "fetched"]
 
 
-async def test_concurrent_appenders_queue_into_one_chain(resonate: Resonate, new_request):
+async def test_concurrent_appenders_queue_into_one_chain(make_ledger, new_request):
     """Two ledgers (as two processes would be) append at once from stale views of the chain."""
     request_id, _ = await new_request()
-    left = Ledger(resonate, secrets=SECRETS, clock=Clock())
-    right = Ledger(resonate, secrets=SECRETS, clock=Clock())
+    left, right = make_ledger(), make_ledger()
     stale = Chain((await left.chain(request_id)).events)
 
     async def burst(ledger: Ledger, side: str) -> None:
@@ -63,9 +58,9 @@ async def test_concurrent_appenders_queue_into_one_chain(resonate: Resonate, new
     assert verification is not None and verification.verdict == "intact"
 
 
-async def test_concurrent_appends_of_one_key_record_it_once(resonate: Resonate, new_request):
+async def test_concurrent_appends_of_one_key_record_it_once(make_ledger, new_request):
     request_id, _ = await new_request()
-    ledgers = [Ledger(resonate, secrets=SECRETS, clock=Clock()) for _ in range(5)]
+    ledgers = [make_ledger() for _ in range(5)]
     results = await asyncio.gather(
         *(
             lg.append(request_id, "finished", {"state": "failed", "detail": "x"}, key="finished")

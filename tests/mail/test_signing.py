@@ -193,7 +193,9 @@ def test_a_key_file_and_selector_are_used_as_given(tmp_path: Path) -> None:
 
 def test_split_deployments_must_name_the_shared_key() -> None:
     settings = config.load({"RESONATE_URL": "http://127.0.0.1:8001"})
-    with pytest.raises(ConfigError, match="MAILGATE_DKIM_KEY_FILE is required when RESONATE_URL"):
+    with pytest.raises(
+        ConfigError, match="MAILGATE_DKIM_KEY_FILE is required with a shared engine"
+    ):
         dkim_signer_for(settings)
 
 
