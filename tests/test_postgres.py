@@ -186,13 +186,14 @@ def test_db_check_says_what_to_run_until_both_schemas_are_there(postgres_server,
     assert cli.main(["db", "check"], env) == 1
     out = capsys.readouterr().out
     assert "resonate-pg schema: version 0.1.0" in out
-    assert "0001_init.sql not applied yet" in out and "mailgate db migrate" in out
+    assert "0001_init.sql, 0002_approvers.sql not applied yet" in out
+    assert "mailgate db migrate" in out
     assert cli.main(["db", "migrate"], env) == 0
     assert "applied 0001_init.sql" in capsys.readouterr().out
     assert cli.main(["db", "migrate"], env) == 0
     assert "up to date" in capsys.readouterr().out
     assert cli.main(["db", "check"], env) == 0
-    assert "mailgate schema: up to date (migrations 1)" in capsys.readouterr().out
+    assert "mailgate schema: up to date (migrations 1, 2)" in capsys.readouterr().out
     assert cli.main(["healthcheck", "--role", "worker"], env) == 0
 
 
@@ -206,3 +207,40 @@ def test_an_unreachable_database_is_reported(capsys):
     assert cli.main(["db", "check"], env) == 1
     assert "cannot reach postgresql://mailgate@127.0.0.1" in capsys.readouterr().err
     assert cli.main(["healthcheck", "--role", "worker"], env) == 1
+
+
+async def test_several_approvers_delegation_and_a_deadline_on_postgres(
+    start_mailgate, start_sink, postgres_url, page_server, tmp_path
+):
+    """Votes, a delegate's job, and the deadline watcher's timers all run on resonate-pg."""
+    from dkim_keys import write_key
+    from test_approvers import answers, click, link_of, mail_to, start
+
+    mailgate, sink = await start(
+        start_mailgate,
+        start_sink,
+        MAILGATE_ENGINE=postgres_url,
+        MAILGATE_SECRET=SECRET,
+        MAILGATE_REMIND_AFTER="0",
+        MAILGATE_DKIM_KEY_FILE=str(write_key(tmp_path)),
+    )
+    people = ["ann@example.com", "ben@example.com"]
+    body = {"url": page_server.base + "/article", "approvers": people, "policy": "all"}
+    request_id = (await mailgate.client.post("/requests", json=body)).json()["id"]
+    handed = await mailgate.client.post(
+        link_of(await mail_to(sink, people[1])) + "/delegate", data={"to": "dave@example.com"}
+    )
+    assert handed.status_code == 200, handed.text
+    await click(mailgate, await mail_to(sink, people[0]), "approve")
+    await click(mailgate, await mail_to(sink, "dave@example.com"), "approve")
+    done = await wait_for_state(mailgate.client, request_id, "approved")
+    assert answers(done) == {
+        people[0]: "approved",
+        people[1]: "delegated",
+        "dave@example.com": "approved",
+    }
+    page_server.add("/late", "<p>A page nobody will answer about in time.</p>")
+    late = {"url": page_server.base + "/late", "email": people[0], "expires_in": "2s"}
+    late_id = (await mailgate.client.post("/requests", json=late)).json()["id"]
+    expired = await wait_for_state(mailgate.client, late_id, "expired", timeout=30)
+    assert expired["rounds"][0]["via"] == "expiry"

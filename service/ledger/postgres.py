@@ -33,11 +33,11 @@ from psycopg import sql
 from resonate.resonate import Resonate
 from resonate.types import PromiseRecord
 
-from service.domain import WORKFLOW_PREFIX, pair_key
+from service.domain import WORKFLOW_PREFIX
 from service.engine.errors import EngineUnavailable
 from service.engine.postgres import PATIENT, patient
 from service.ledger.audit import Event
-from service.ledger.index import Chain, HeadQuery, Note, get_promise
+from service.ledger.index import Chain, HeadQuery, Note, approvers_of, get_promise, pair_of
 from service.status import FINISHED_STATES
 
 logger = logging.getLogger(__name__)
@@ -108,24 +108,35 @@ class PostgresIndex:
             assert row is not None
             stored = Event.from_value(json.loads(row[0]))
             head = stored.row
-            await conn.execute(
+            approvers = approvers_of(head)
+            moved = await conn.execute(
                 "INSERT INTO mailgate.requests AS r "
                 "(request_id, head_seq, head, state, open, approver, pair) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (request_id) DO UPDATE SET head_seq = excluded.head_seq, "
                 "head = excluded.head, state = excluded.state, open = excluded.open, "
                 "approver = excluded.approver, pair = excluded.pair "
-                "WHERE r.head_seq < excluded.head_seq",
+                "WHERE r.head_seq < excluded.head_seq RETURNING 1",
                 (
                     stored.request_id,
                     stored.seq,
                     row[0],
                     stored.state,
                     stored.state not in FINISHED_STATES,
-                    head["approver"],
-                    pair_key(head["url"], head["approver"]),
+                    approvers[0],
+                    pair_of(head),
                 ),
             )
+            if await moved.fetchone() is not None:
+                await conn.execute(
+                    "DELETE FROM mailgate.request_approvers WHERE request_id = %s",
+                    (stored.request_id,),
+                )
+                await conn.execute(
+                    "INSERT INTO mailgate.request_approvers (request_id, approver) "
+                    "SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                    (stored.request_id, approvers),
+                )
         return stored
 
     async def heads(
@@ -144,16 +155,21 @@ class PostgresIndex:
         for column, value in (
             ("state", query.state),
             ("open", query.open),
-            ("approver", query.approver),
             ("pair", query.pair),
         ):
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)
+        if query.approver is not None:
+            where.append(
+                "EXISTS (SELECT 1 FROM mailgate.request_approvers a "
+                "WHERE a.request_id = r.request_id AND a.approver = %s)"
+            )
+            params.append(query.approver)
         if cursor:
             where.append("request_id > %s")
             params.append(cursor)
-        query_text = "SELECT head FROM mailgate.requests"
+        query_text = "SELECT head FROM mailgate.requests r"
         if where:
             query_text += " WHERE " + " AND ".join(where)
         query_text += " ORDER BY request_id LIMIT %s"

@@ -136,3 +136,24 @@ async def test_notes_read_back_newest_first(ledger, new_request):
     await ledger.note(request_id, "model not pulled, retrying")
     record = await ledger.read(request_id)
     assert record is not None and record.view().detail == "model not pulled, retrying"
+
+
+async def test_a_request_of_several_approvers_is_listed_for_each_and_found_by_its_pair(
+    ledger: Ledger,
+):
+    from datetime import timedelta
+
+    from service.domain import Quorum, workflow_id
+
+    people = ("ann@example.com", "ben@example.com")
+    url = "https://example.com/together"
+    request = Request(url, people, None, ledger.clock(), "local", None, "n", quorum=Quorum("all"))
+    request_id = workflow_id(url, people, quorum=Quorum("all"))
+    await ledger.start(request_id, request, timeout=timedelta(days=1), version=2)
+    for person in people:
+        rows = (await ledger.listing(approver=person)).rows
+        assert [r["id"] for r in rows] == [request_id]
+    found = await ledger.latest(request.pair)
+    assert found is not None and found.request_id == request_id
+    other = Request(url, people, None, 0, quorum=Quorum("any"))
+    assert await ledger.latest(other.pair) is None
