@@ -46,6 +46,7 @@ from service.engine.postgres import (
     resonate_schema,
 )
 from service.errors import ConfigError
+from service.gateway import throttle
 from service.gateway.app import build_app
 from service.gateway.auth import ApiTokens
 from service.gateway.context import Gateway
@@ -563,6 +564,10 @@ class Mailgate:
             max_bytes=settings.inbound_max_bytes,
             hostname=settings.reply_domain,
             tls_context=inbound_tls(settings),
+            timeout_s=settings.inbound_timeout,
+            data_timeout_s=settings.inbound_data_timeout,
+            max_sessions=settings.inbound_max_sessions,
+            sessions_per_address=settings.inbound_sessions_per_address,
         )
         await self.inbox.start()
 
@@ -601,13 +606,24 @@ class Mailgate:
             metrics=self.metrics,
             workflow_version=workflow.VERSION,
         )
+        app = build_app(
+            gateway,
+            max_body_bytes=settings.http_max_bytes,
+            throttle=throttle.rules(
+                link_failures=settings.link_failures,
+                credential_failures=settings.credential_failures,
+            ),
+        )
         config = uvicorn.Config(
-            build_app(gateway),
+            app,
             host=settings.http_host,
             port=settings.http_port,
             log_config=None,
             access_log=False,
             lifespan="off",
+            # Passed even when empty: uvicorn would otherwise read FORWARDED_ALLOW_IPS itself.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=list(settings.trusted_proxies),
         )
         self._server = _QuietServer(config)
         self._serving = asyncio.create_task(self._server.serve())

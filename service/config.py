@@ -7,6 +7,7 @@ stops the process with a message naming the variable. The same table drives
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Collection, Mapping
 from email.utils import parseaddr
@@ -25,7 +26,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from service.durations import format_duration, parse_duration
+from service.durations import Rate, format_duration, parse_duration, parse_rate
 from service.errors import ConfigError
 
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -75,6 +76,7 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 Csv = Annotated[tuple[str, ...], BeforeValidator(_csv)]
 NamedTokens = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_named)]
 Port = Annotated[int, Field(ge=0, le=65535)]
+PerDuration = Annotated[Rate, BeforeValidator(parse_rate)]
 OptionalStr = Annotated[str | None, BeforeValidator(_optional)]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -122,6 +124,31 @@ class Settings(BaseModel):
         alias="MAILGATE_API_TOKENS",
         description="Named API tokens, name:token,… ; the audit trail records which name "
         "submitted or decided. May be combined with MAILGATE_API_TOKEN (named api).",
+    )
+    http_max_bytes: int = Field(
+        65_536,
+        alias="MAILGATE_HTTP_MAX_BYTES",
+        ge=1024,
+        description="Largest request body the gateway reads; a larger one is answered 413.",
+    )
+    trusted_proxies: Csv = Field(
+        ("127.0.0.1", "::1"),
+        alias="MAILGATE_TRUSTED_PROXIES",
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto the gateway believes (the client's address, whether it used "
+        "HTTPS); empty trusts none. Rate limits count per client address.",
+    )
+    credential_failures: PerDuration = Field(
+        "10/15m",
+        alias="MAILGATE_CREDENTIAL_FAILURES",
+        description="Wrong API tokens or sessions (bearer, cookie or the login form) one "
+        "client address may present, refilling evenly; past it, 429 with Retry-After.",
+    )
+    link_failures: PerDuration = Field(
+        "20/1m",
+        alias="MAILGATE_LINK_FAILURES",
+        description="Invalid decision links (/decide/<token>) one client address may try, "
+        "refilling evenly; past it, 429 with Retry-After.",
     )
     allowed_approvers: Csv = Field(
         (),
@@ -290,6 +317,30 @@ class Settings(BaseModel):
         gt=1024,
         description="Largest reply accepted (advertised with SMTP SIZE).",
     )
+    inbound_timeout: Seconds = Field(
+        "5m",
+        alias="MAILGATE_INBOUND_TIMEOUT",
+        description="A reply sender's next SMTP command must arrive whole within this (RFC "
+        "5321's server timeout); an idle or trickling client is then told 421 and dropped.",
+    )
+    inbound_data_timeout: Seconds = Field(
+        "10m",
+        alias="MAILGATE_INBOUND_DATA_TIMEOUT",
+        description="A message must arrive whole within this after DATA (RFC 5321's DATA "
+        "termination timeout).",
+    )
+    inbound_max_sessions: int = Field(
+        500,
+        alias="MAILGATE_INBOUND_MAX_SESSIONS",
+        ge=1,
+        description="SMTP sessions the reply listener holds at once; more are told 421.",
+    )
+    inbound_sessions_per_address: int = Field(
+        50,
+        alias="MAILGATE_INBOUND_SESSIONS_PER_ADDRESS",
+        ge=1,
+        description="SMTP sessions one client address may hold at once; more are told 421.",
+    )
     inbound_tls_cert: OptionalStr = Field(
         None,
         alias="MAILGATE_INBOUND_TLS_CERT",
@@ -322,6 +373,17 @@ class Settings(BaseModel):
         if "@" not in address or not address.rpartition("@")[2]:
             msg = "needs an address with a domain, e.g. Mailgate <mailgate@example.com>"
             raise ValueError(msg)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                msg = f"{entry!r} is not an IP address or network (like 10.0.0.0/8)"
+                raise ValueError(msg) from None
         return value
 
     @field_validator("dkim_selector")
@@ -390,6 +452,8 @@ class Settings(BaseModel):
             value = getattr(self, name)
             if name == "api_tokens":
                 value = ",".join(f"{n}:******" for n, _ in value)
+            elif isinstance(value, Rate):
+                value = str(value)
             elif isinstance(value, tuple):
                 value = ",".join(value)
             if _is_duration(field):

@@ -153,7 +153,10 @@ class Decisions:
                 actor.evidence,
                 edited_summary,
             )
-            return await self._settle(found, mine, actor)
+            settled = await self._settle(found, mine)
+            if isinstance(settled, Accepted):
+                return settled
+            return await self._late(found, settled[1], settled[0], actor)
         return await self._vote(found, verdict, reason, actor, approver, edited_summary)
 
     async def _vote(
@@ -210,17 +213,19 @@ class Decisions:
             },
             next((v.edited_summary for v in reversed(carried) if v.edited_summary), None),
         )
-        outcome = await self._settle(replace_chain(found, chain), decided, actor)
+        outcome = await self._settle(replace_chain(found, chain), decided)
         if isinstance(outcome, Accepted):
             return outcome
-        return Voted(request_id, verdict)
+        return Voted(request_id, verdict)  # another voter's process settled it: the same verdict
 
-    async def _settle(self, found: Round, mine: Decision, actor: Actor) -> Outcome:
+    async def _settle(self, found: Round, mine: Decision) -> Accepted | tuple[str, Decision | None]:
+        """Settle the round with ``mine``; the round's state and stored decision when another
+        writer was first."""
         request_id = found.record.request_id
         mine = mine.sealed(found.record.seal)
         state, stored = await self.ledger.settle_round(found.round_id, mine)
         if stored is None or stored.nonce != mine.nonce:
-            return await self._late(found, stored, state, actor)
+            return state, stored
         await self.ledger.append(
             request_id,
             "decided",

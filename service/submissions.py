@@ -9,6 +9,7 @@ once the previous one has finished.
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,6 +36,14 @@ from service.steps.guard import host_refusal
 
 class InvalidSubmission(MailgateError):
     """The submission cannot be accepted; the message says which field and why."""
+
+
+#: A reason is recorded with the decision and given to the next round's summary; a page of
+#: text is plenty, and a body of megabytes would go into every later prompt.
+REASON_CHARS_MAX = 5000
+#: Characters that reorder what follows them on screen ("Trojan Source"): a reason shown in the
+#: audit timeline must read as it was written.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,9 @@ def check_url(value: object, field: str, policy: Policy) -> str:
     fetcher's guard when it is fetched."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidSubmission(f"{field}: a URL is required")
+    hidden = next((c for c in value.strip() if unicodedata.category(c) in ("Cc", "Cf")), None)
+    if hidden is not None:
+        raise InvalidSubmission(f"{field}: {_described(hidden)} is not allowed in a URL")
     try:
         parsed = httpx.URL(value.strip())
     except httpx.InvalidURL as exc:
@@ -129,6 +141,25 @@ def check_url(value: object, field: str, policy: Policy) -> str:
     if refused is not None:
         raise InvalidSubmission(f"{field}: {refused}")
     return normalize_url(str(parsed))
+
+
+def check_reason(value: object) -> str | None:
+    """A decision's or a cancellation's reason: free text in any script, on several lines."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidSubmission("reason: text, when given")
+    if len(value) > REASON_CHARS_MAX:
+        raise InvalidSubmission(f"reason: at most {REASON_CHARS_MAX} characters")
+    for char in value:
+        if char in _BIDI_CONTROLS or (unicodedata.category(char) == "Cc" and char not in "\t\n\r"):
+            raise InvalidSubmission(f"reason: {_described(char)} is not allowed")
+    return value
+
+
+def _described(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
 
 
 def check_deadline(expires_in: object, on_expiry: object, policy: Policy) -> Deadline:

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import httpx
 from smtp_sink import Sink
 
-from service.app import Mailgate
+from service.app import Mailgate, Roles
+from service.config import Settings
 from service.domain import Ask
 from service.steps.guard import system_resolve
 
@@ -215,3 +216,53 @@ class TableResolver:
         if host in self.table:
             return [self.table[host]]
         return await system_resolve(host, port)
+
+
+class BackgroundMailgate:
+    """Mailgate (worker and gateway) on its own event loop in a thread, for synchronous
+    clients such as schemathesis' that block the calling thread while they wait."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app: Mailgate | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mailgate", daemon=True)
+        self._failure: BaseException | None = None
+
+    @property
+    def base(self) -> str:
+        assert self.app is not None
+        return f"http://127.0.0.1:{self.app.http_port}"
+
+    def __enter__(self) -> BackgroundMailgate:
+        self._thread.start()
+        self._ready.wait(timeout=60)
+        if self._failure is not None:
+            raise self._failure
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.app = Mailgate(self.settings, Roles(worker=True, gateway=True))
+        try:
+            await self.app.start()
+        except BaseException as exc:
+            self._failure = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.app.stop()

@@ -70,6 +70,16 @@ async def reply(mailgate: Running, message: EmailMessage, sender: str, text: str
     await aiosmtplib.send(answer, hostname="127.0.0.1", port=mailgate.app.inbox.port)
 
 
+async def asked(mailgate: Running, request_id: str, number: int) -> dict[str, Any]:
+    """The status once round ``number`` is recorded as sent (after every copy went out)."""
+    async with asyncio.timeout(30):
+        while True:
+            view = (await mailgate.client.get(f"/requests/{request_id}")).json()
+            if len(view["rounds"]) >= number and view["rounds"][number - 1]["asked_at"]:
+                return view
+            await asyncio.sleep(0.05)
+
+
 def answers(view: dict[str, Any], number: int = 1) -> dict[str, str]:
     return {a["approver"]: a["answer"] for a in view["rounds"][number - 1]["answers"]}
 
@@ -125,7 +135,7 @@ async def test_one_rejection_under_all_rejects_the_round_and_tells_the_others(
     assert "rejected by bob@example.com" in told.get_body(("plain",)).get_content()
     assert "(round 2)" in str(second["Subject"])
     assert "bob@example.com: Mention the crabs." in fake.chats[-1].prompt
-    view = (await mailgate.client.get(f"/requests/{request_id}")).json()
+    view = await asked(mailgate, request_id, 2)
     assert answers(view) == {ALICE: "approved", BOB: "rejected", CAROL: "not needed"}
     assert view["rounds"][0]["by"] == BOB
     assert answers(view, 2) == {ALICE: "waiting", BOB: "waiting", CAROL: "waiting"}

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from resonate.error import ResonateError
 from resonate_base.error import ConnectorError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.decisions import Undelegable
 from service.errors import BadToken, ExpiredToken, MailgateError
-from service.gateway import routes
+from service.gateway import openapi, routes
+from service.gateway.body_limit import HTTP_MAX_BYTES_DEFAULT, BodyLimit, BodyTooLarge
 from service.gateway.context import Gateway, Unauthorized
 from service.gateway.request_page import request_page
+from service.gateway.throttle import Rule, Throttle, TooManyAttempts
 from service.submissions import InvalidSubmission
 
 logger = logging.getLogger(__name__)
@@ -26,6 +30,8 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (BadToken, 403, "This link is not valid"),
     (InvalidSubmission, 422, "That request is not valid"),
     (Undelegable, 409, "That cannot be handed over"),
+    (BodyTooLarge, 413, "That request is too large"),
+    (TooManyAttempts, 429, "Too many attempts"),
     (Unauthorized, 401, "Sign in required"),
     (routes.NotFound, 404, "Not found"),
     (routes.CrossSite, 403, "Refused"),
@@ -35,7 +41,13 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
-def build_app(gateway: Gateway) -> Starlette:
+def build_app(
+    gateway: Gateway,
+    *,
+    max_body_bytes: int = HTTP_MAX_BYTES_DEFAULT,
+    throttle: Sequence[Rule] = (),
+) -> Starlette:
+    """``throttle``: the limits on failed attempts (``throttle.rules``); none by default."""
     app = Starlette(
         routes=[
             Route("/", routes.dashboard, name="dashboard"),
@@ -56,6 +68,11 @@ def build_app(gateway: Gateway) -> Starlette:
             Route("/decide/{token}", routes.decide_page, methods=["GET"]),
             Route("/decide/{token}", routes.decide_commit, methods=["POST"]),
             Route("/decide/{token}/delegate", routes.delegate, methods=["POST"]),
+            Route("/openapi.json", openapi.serve),
+        ],
+        middleware=[
+            Middleware(Throttle, rules=throttle, refuse=_handle_error),
+            Middleware(BodyLimit, max_bytes=max_body_bytes, refuse=_handle_error),
         ],
         exception_handlers={
             kind: _handle_error for kind in (MailgateError, ResonateError, ConnectorError)

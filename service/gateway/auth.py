@@ -57,3 +57,11 @@ def principal(
         return tokens.verify_session(cookie, secrets=secrets, ttl_s=SESSION_TTL_S, now_ms=now_ms)
     except BadToken:
         return None
+
+
+def cookies_secure(request: Request, public_url: str) -> bool:
+    """Whether the session cookie is marked Secure: when people reach the gateway over HTTPS,
+    which MAILGATE_PUBLIC_URL says (a proxy terminating TLS talks plain HTTP to the gateway),
+    or this very request came over it (directly, or as a trusted proxy's X-Forwarded-Proto
+    says)."""
+    return public_url.startswith("https://") or request.url.scheme == "https"

@@ -80,6 +80,8 @@ async def body_of(request: Request) -> dict[str, Any]:
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             body = await request.json()
+        except RecursionError:
+            raise submissions.InvalidSubmission("body: nested too deeply") from None
         except ValueError:
             raise submissions.InvalidSubmission("body: not valid JSON") from None
         if not isinstance(body, dict):
@@ -469,13 +471,13 @@ async def login(request: Request) -> Response:
         max_age=auth.SESSION_TTL_S,
         httponly=True,
         samesite="strict",
-        secure=gw.public_url.startswith("https://"),
+        secure=auth.cookies_secure(request, gw.public_url),
     )
     return response
 
 
 def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+    return submissions.check_reason(value)
 
 
 def _outcome_json(outcome: decisions.Outcome) -> Response:

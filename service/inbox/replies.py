@@ -30,6 +30,10 @@ TEXT_CHARS_READ = 100_000
 HTML_CHARS_READ = 500_000
 """How much of a body is read. The answer sits above, between or just under the quoted lines of
 a short request; reading a pasted 10 MB log or a 6 MB HTML body to the end costs seconds."""
+PARSE_BYTES_MAX = 1024 * 1024
+"""How much of the raw message the parser is given: the headers and the first text part come
+first, attachments after them. The standard parser's time and memory grow with what it is given
+(some 30 bytes of memory per byte for short lines), so a 10 MB reply is not read to its end."""
 
 Decision = Literal["approve", "reject", "none"]
 Why = Literal["approve", "reject", "unclear", "auto-reply", "wrong-sender"]
@@ -93,7 +97,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 def parse(raw: bytes, *, envelope_sender: str | None = None) -> Reply:
     """Read a raw message as the listener received it. Never raises."""
     try:
-        return _parse(raw, envelope_sender)
+        return _parse(raw[:PARSE_BYTES_MAX], envelope_sender)
     except Exception:  # the stdlib parser has crashed on crafted input before; refuse, don't fail
         return Reply(None, None, None, (), None, "", "unclear", None)
 
