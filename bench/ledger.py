@@ -455,9 +455,9 @@ async def _watchers_asleep(resonate: Resonate, count: int) -> None:
 
 
 async def _post_again(web: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
-    """POST once more when the server closed a kept-alive connection as the request went out
-    (uvicorn ends idle ones after 5 s; seen as ``ReadError`` under load). Submitting a pair
-    twice answers the first request, so a repeat is harmless."""
+    """POST again when the connection fails (``httpx.ReadError`` under load: the server drops
+    it; the cause is not established). Submitting a pair twice answers the first request, so a
+    repeat is harmless."""
     for _ in range(2):
         try:
             return await web.post(path, json=body)
