@@ -14,7 +14,15 @@ import pytest
 from aiosmtpd.smtp import SMTP, AuthResult
 from postgres import Postgres
 from smtp_sink import RecordingHandler, Sink, StartSink
-from support import ARTICLE, CallbackSink, PageServer, RecordingNotifier, Running
+from support import (
+    ARTICLE,
+    REPLY_DOMAIN,
+    CallbackSink,
+    PageServer,
+    RecordingNotifier,
+    Running,
+    StartListener,
+)
 
 from service import config
 from service.app import Mailgate, Roles
@@ -143,3 +151,24 @@ async def start_sink() -> AsyncIterator[StartSink]:
     for server in servers:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+def start_listener(start_mailgate: Callable[..., Any], start_sink: StartSink) -> StartListener:
+    """Mailgate that mails its asks to a fresh sink and listens for the replies on a free port;
+    overrides are env values."""
+
+    async def start(**overrides: str) -> tuple[Running, Sink]:
+        sink = await start_sink()
+        mailgate = await start_mailgate(
+            recording=False,
+            MAILGATE_NOTIFIER="smtp",
+            MAILGATE_SMTP_PORT=str(sink.port),
+            MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
+            MAILGATE_FROM=f"Mailgate <mailgate@{REPLY_DOMAIN}>",
+            MAILGATE_INBOUND_PORT="0",
+            **overrides,
+        )
+        return mailgate, sink
+
+    return start
