@@ -127,6 +127,7 @@ class Deployment:
             for name in names
         }
         self.submitter = "serve" if topology == "embedded" else "gateway"
+        self.reminding = False
 
     def victims(self, point: KillPoint) -> tuple[str, ...]:
         """The process doing the work at ``point``: everything is ``serve`` when embedded;
@@ -159,12 +160,13 @@ class Deployment:
         release()
         await self.start(names)
 
-    async def reconfigure(self, **env: str) -> None:
-        """Restart the role that takes submissions with ``env`` added."""
+    async def remind(self) -> None:
+        """Restart the role that takes submissions with reminders on (``DEADLINES``)."""
         process = self.roles[self.submitter]
         process.terminate()
-        process.env = {**process.env, **env}
+        process.env = {**process.env, **DEADLINES}
         await self.start((self.submitter,))
+        self.reminding = True
 
     def stop(self) -> None:
         for process in reversed(self.roles.values()):
@@ -183,11 +185,11 @@ class Cell:
 
     @property
     def marker(self) -> str:
-        return f"Matrix cell {self.deployment.topology} {self.point.name}."
+        return marker(self.deployment.topology, self.point)
 
     @property
     def path(self) -> str:
-        return f"/{self.deployment.topology}-{self.point.name}"
+        return page_path(self.deployment.topology, self.point)
 
     async def submit(self) -> None:
         page = ARTICLE.replace("</article>", f"<p>{self.marker}</p></article>")
@@ -261,6 +263,15 @@ class Cell:
         missing = [k for k in done if not kinds[k]]
         passed = [k for k in not_yet if kinds[k]]
         assert not missing and not passed, f"kill point missed: {dict(kinds)}"
+
+
+def marker(topology: str, point: KillPoint) -> str:
+    """A sentence in the cell's page, so its prompts can be told from the other cells'."""
+    return f"Matrix cell {topology} {point.name}."
+
+
+def page_path(topology: str, point: KillPoint) -> str:
+    return f"/{topology}-{point.name}"
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -345,7 +356,7 @@ async def _after_the_request(
 ) -> None:
     smtp = cell.world.smtp
     await cell.submit()
-    await cell.asked(1)
+    await until(lambda: bool(cell.mails("[Mailgate] Approve")))  # seconds before the timer
     tried = smtp.rcpt_attempts
     smtp.rcpt_replies[:] = [BUSY] * 1000
     await until(lambda: smtp.rcpt_attempts > tried)
@@ -372,7 +383,7 @@ KILL_POINTS = (
     KillPoint("downloaded", "after download (LLM call in flight)", downloaded),
     KillPoint("summarized", "after the summary checkpoint (SMTP 451)", summarized),
     KillPoint("sending", "between summary and email (DATA held)", sending),
-    KillPoint("sent", "right after the SMTP 250 for the request", sent),
+    KillPoint("sent", "right after the SMTP 250 for the request (QUIT held)", sent),
     KillPoint("waiting", "while the round waits", waiting),
     KillPoint("link", "right after a link POST returned", link, rounds=2, via="link"),
     KillPoint("reply", "right after the inbox's 250 for a reply", reply, rounds=2, via="reply"),
@@ -405,6 +416,8 @@ class Outcome:
     mails: int = 0
     resent: int = 0
     llm_calls: int = 0
+    llm_cut: int = 0
+    """Calls the kill cut off before the fake Ollama answered them (not counted as calls)."""
 
     @property
     def ok(self) -> bool:
@@ -415,10 +428,11 @@ class Outcome:
             return "FAIL: " + "; ".join(self.problems)
         plural = {1: ""}
         resent = f" ({self.resent} resent)" if self.resent else ""
+        cut = f" (+{self.llm_cut} cut off)" if self.llm_cut else ""
         return (
             f"ok {self.rounds} round{plural.get(self.rounds, 's')}, {self.mails} "
             f"mail{plural.get(self.mails, 's')}{resent}, {self.llm_calls} LLM "
-            f"call{plural.get(self.llm_calls, 's')}, {self.seconds:.1f} s"
+            f"call{plural.get(self.llm_calls, 's')}{cut}, {self.seconds:.1f} s"
         )
 
 
@@ -464,9 +478,10 @@ async def judge(world: World, web: httpx.AsyncClient, outcome: Outcome) -> Outco
     ends = [b for b in _callbacks(world) if b.get("id") == request_id]
     if [b.get("state") for b in ends] != [point.final]:
         problems.append(f"callbacks {[b.get('state') for b in ends]}, expected [{point.final}]")
-    marker = f"Matrix cell {outcome.topology} {point.name}."
-    prompts = [c.prompt for c in world.ollama.answered if marker in c.prompt]
+    mark = marker(outcome.topology, point)
+    prompts = [c.prompt for c in world.ollama.answered if mark in c.prompt]
     outcome.llm_calls = len(prompts)
+    outcome.llm_cut = sum(mark in c.prompt for c in world.ollama.chats) - len(prompts)
     if outcome.llm_calls != point.rounds:
         problems.append(f"{outcome.llm_calls} LLM calls for {point.rounds} rounds")
     elif point.rounds > 1 and REASON not in prompts[-1]:
@@ -479,7 +494,7 @@ async def judge(world: World, web: httpx.AsyncClient, outcome: Outcome) -> Outco
     outcome.mails, outcome.resent = sum(ids.values()), sum(ids.values()) - len(ids)
     if len(ids) != point.rounds + point.extra_mails:
         problems.append(f"{len(ids)} distinct mails, expected {point.rounds + point.extra_mails}")
-    downloads = world.pages.hits.get(f"/{outcome.topology}-{point.name}", 0)
+    downloads = world.pages.hits.get(page_path(outcome.topology, point), 0)
     if downloads != 1:
         problems.append(f"page downloaded {downloads} times")
     return outcome
@@ -494,8 +509,8 @@ async def run_topology(
         try:
             await deployment.start()
             for point in KILL_POINTS:
-                if point.expires_in is not None and not any(o.point.expires_in for o in outcomes):
-                    await deployment.reconfigure(**DEADLINES)
+                if point.expires_in is not None and not deployment.reminding:
+                    await deployment.remind()
                 outcomes.append(await run_cell(world, deployment, web, point))
             await asyncio.sleep(1.0)  # a late duplicate would arrive now
             return [await judge(world, web, o) for o in outcomes]
