@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import postgres
 import pytest
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import AuthResult
 from postgres import Postgres
-from smtp_sink import RecordingHandler, Sink, StartSink
+from smtp_sink import RecordingHandler, Sink, StartSink, listen
 from support import (
     ARTICLE,
     REPLY_DOMAIN,
@@ -130,22 +130,18 @@ async def start_sink() -> AsyncIterator[StartSink]:
         handler = RecordingHandler(
             rcpt_replies=list(rcpt_replies or []), data_replies=list(data_replies or [])
         )
-
-        def protocol() -> SMTP:
-            return SMTP(
-                handler,
-                hostname="sink.test",
-                tls_context=starttls,
-                require_starttls=starttls is not None,
-                authenticator=authenticator,
-                auth_required=authenticator is not None,
-                auth_require_tls=authenticator is not None,
-            )
-
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(protocol, "127.0.0.1", port, ssl=implicit_tls)
+        sink, server = await listen(
+            handler,
+            port=port,
+            implicit_tls=implicit_tls,
+            tls_context=starttls,
+            require_starttls=starttls is not None,
+            authenticator=authenticator,
+            auth_required=authenticator is not None,
+            auth_require_tls=authenticator is not None,
+        )
         servers.append(server)
-        return Sink(port=server.sockets[0].getsockname()[1], handler=handler)
+        return sink
 
     yield start
     for server in servers:

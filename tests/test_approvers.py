@@ -11,7 +11,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 from smtp_sink import Sink
-from support import CallbackSink, PageServer, Running, local, wait_for_state
+from support import CallbackSink, PageServer, Running, local, reply_to, wait_for_state
 
 from service.reply_tokens import verify_reply_token
 
@@ -46,13 +46,8 @@ async def click(mailgate: Running, message: EmailMessage, verdict: str, **form: 
 
 
 async def reply(mailgate: Running, message: EmailMessage, sender: str, text: str) -> None:
-    answer = EmailMessage()
-    answer["From"] = sender
-    answer["To"] = message["Reply-To"]
-    answer["Subject"] = "Re: " + str(message["Subject"])
-    answer["In-Reply-To"] = message["Message-ID"]
-    answer.set_content(text)
     assert mailgate.app.inbox is not None
+    answer = reply_to(message, text, sender)
     await aiosmtplib.send(answer, hostname="127.0.0.1", port=mailgate.app.inbox.port)
 
 
