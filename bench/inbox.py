@@ -43,7 +43,7 @@ class Sink:
         return "250 OK"
 
 
-def _yes(request: EmailMessage) -> EmailMessage:
+def yes(request: EmailMessage) -> EmailMessage:
     reply = EmailMessage()
     reply["From"] = request["To"]
     reply["To"] = request["Reply-To"]
@@ -102,7 +102,7 @@ async def main(n: int) -> None:
             for request_id, request in await _batch(web, sink, "serial", n, pages_server.url):
                 handle = await app.resonate.get(request_id)
                 async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.inbox.port) as client:
-                    await client.send_message(_yes(request))
+                    await client.send_message(yes(request))
                     accepted = time.perf_counter()
                 await handle.result()
                 latencies.append((time.perf_counter() - accepted) * 1000)
@@ -111,7 +111,7 @@ async def main(n: int) -> None:
             handles = [await app.resonate.get(rid) for rid, _ in batch]
             queue: asyncio.Queue[EmailMessage] = asyncio.Queue()
             for _, request in batch:
-                queue.put_nowait(_yes(request))
+                queue.put_nowait(yes(request))
 
             async def sender() -> None:
                 async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.inbox.port) as client:
