@@ -53,6 +53,7 @@ from processes import Process, serve_env  # noqa: E402  (tests/: real peers on l
 from smtp_sink import RecordingHandler, free_port  # noqa: E402
 from support import ARTICLE, CallbackSink, PageServer  # noqa: E402
 
+from service.inbox.server import COMMAND_CALLS  # noqa: E402
 from service.testing import FakeOllama  # noqa: E402
 
 REPLY_DOMAIN = "mailgate.bench"
@@ -60,6 +61,7 @@ ASK_SUBJECT = "[Mailgate] Approve summary of "
 LINK = re.compile(r"(http://\S+/decide/[^\s?]+)")
 REASON = "Say that lifting animals out of the water harms them."
 JSON = {"accept": "application/json"}
+MESSAGES_PER_SESSION = COMMAND_CALLS["*"] // 2
 
 
 @dataclass
@@ -119,6 +121,31 @@ class Outcomes(CallbackSink):
             self.completed.setdefault(request_id, time.perf_counter())
 
 
+class Mailer:
+    """One client's SMTP session to the reply listener, opened anew before the listener's
+    per-session limit on MAIL commands, as an MTA with many messages for one host does."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._sent = 0
+
+    async def send(self, message: EmailMessage) -> None:
+        if self._smtp is None or self._sent == MESSAGES_PER_SESSION:
+            await self.close()
+            self._smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self._port)
+            await self._smtp.connect()
+            self._sent = 0
+        errors, _ = await self._smtp.send_message(message)
+        assert not errors, errors
+        self._sent += 1
+
+    async def close(self) -> None:
+        if self._smtp is not None:
+            await self._smtp.quit()
+            self._smtp = None
+
+
 @dataclass
 class Clients:
     """C clients answering asks: by link or by reply, alternately, approve unless the plan
@@ -138,16 +165,19 @@ class Clients:
         await asyncio.gather(*(self._client(n) for n in range(count)))
 
     async def _client(self, n: int) -> None:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.inbound_port) as smtp:
+        mailer = Mailer(self.inbound_port)
+        try:
             while self.answered < self.expected:
                 try:
                     ask = await asyncio.wait_for(self.asks.queue.get(), timeout=0.5)
                 except TimeoutError:
                     continue
                 self.answered += 1
-                await self._answer(ask, smtp, by_reply=self.answered % 2 == 0)
+                await self._answer(ask, mailer, by_reply=self.answered % 2 == 0)
+        finally:
+            await mailer.close()
 
-    async def _answer(self, ask: EmailMessage, smtp: aiosmtplib.SMTP, *, by_reply: bool) -> None:
+    async def _answer(self, ask: EmailMessage, mailer: Mailer, *, by_reply: bool) -> None:
         request_id = str(ask["X-Mailgate-Request"])
         self.rounds_seen[request_id] += 1
         first = self.rounds_seen[request_id] == 1
@@ -156,8 +186,7 @@ class Clients:
             self.channels["link, reject"] += 1
             return
         if by_reply:
-            errors, _ = await smtp.send_message(yes(ask))
-            assert not errors, errors
+            await mailer.send(yes(ask))
             self.channels["reply, approve"] += 1
         else:
             await self._link(ask, {"verdict": "approve"})
