@@ -72,6 +72,8 @@ class Result:
     clients: int
     submit_to_waiting_s: float
     decisions: int
+    accept_s: float
+    """From the first decision until the first N (one per request) were accepted."""
     decide_s: float
     latencies_ms: list[float]
     channels: Counter[str]
@@ -80,6 +82,10 @@ class Result:
     @property
     def decisions_per_s(self) -> float:
         return self.decisions / self.decide_s
+
+    @property
+    def accepted_per_s(self) -> float:
+        return self.requests / self.accept_s
 
     @property
     def p50_ms(self) -> float:
@@ -159,6 +165,7 @@ class Clients:
     decided_at: dict[str, float] = field(default_factory=dict)
     rounds_seen: Counter[str] = field(default_factory=Counter)
     channels: Counter[str] = field(default_factory=Counter)
+    answered_at: list[float] = field(default_factory=list)
     answered: int = 0
 
     async def run(self, count: int) -> None:
@@ -184,6 +191,7 @@ class Clients:
         if first and request_id in self.rejected_first:
             await self._link(ask, {"verdict": "reject", "reason": REASON})
             self.channels["link, reject"] += 1
+            self.answered_at.append(time.perf_counter())
             return
         if by_reply:
             await mailer.send(yes(ask))
@@ -192,6 +200,7 @@ class Clients:
             await self._link(ask, {"verdict": "approve"})
             self.channels["link, approve"] += 1
         self.decided_at[request_id] = time.perf_counter()
+        self.answered_at.append(self.decided_at[request_id])
 
     async def _link(self, ask: EmailMessage, decision: dict[str, str]) -> None:
         text = ask.get_body(("plain",)).get_content()  # type: ignore[union-attr]
@@ -274,6 +283,7 @@ async def _load(
     team = Clients(web, asks, inbound, rejected_first, expected=count + len(rejected_first))
     decide_started = time.perf_counter()
     await team.run(clients)
+    accept_s = sorted(team.answered_at)[count - 1] - decide_started
     await _until(
         lambda: len(outcomes.completed) >= count,
         lambda: f"{len(outcomes.completed)} of {count} complete after {team.answered} answers",
@@ -290,6 +300,7 @@ async def _load(
         clients=clients,
         submit_to_waiting_s=submit_to_waiting_s,
         decisions=team.answered,
+        accept_s=accept_s,
         decide_s=decide_s,
         latencies_ms=latencies,
         channels=team.channels,
@@ -392,6 +403,7 @@ def report(result: Result) -> None:
     )
     print("| measurement | result |\n|---|---:|")
     print(f"| submit → all {result.requests} waiting, s | {result.submit_to_waiting_s:.1f} |")
+    print(f"| first-round decisions accepted/s (200 or 250) | {result.accepted_per_s:.1f} |")
     print(f"| decisions/s (first decision → last completion) | {result.decisions_per_s:.1f} |")
     print(f"| decision accepted → workflow complete, p50 ms | {result.p50_ms:.0f} |")
     print(f"| decision accepted → workflow complete, p99 ms | {result.p99_ms:.0f} |")
