@@ -41,7 +41,7 @@ class Sizes:
     scale_out_requests: int
 
 
-QUICK = Sizes(200, 1, 2_000, 50, 1_000, 300, 200, 8, 40)
+QUICK = Sizes(300, 3, 2_000, 50, 1_000, 300, 200, 8, 40)
 FULL = Sizes(500, 5, 10_000, 200, 10_000, 3_000, 1_000, 20, 200)
 
 Row = tuple[str, str, str, str]

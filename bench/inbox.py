@@ -63,8 +63,8 @@ async def _batch(
         ids.append((await web.post("/requests", json=body)).json()["id"])
     while len(sink.messages) < start + n:
         await asyncio.sleep(0.02)
-    by_url = {m["Subject"].rsplit(" ", 1)[-1]: m for m in sink.messages[start:]}
-    return [(rid, by_url[f"{pages}/{tag}/{i}"]) for i, rid in enumerate(ids)]
+    by_request = {m["X-Mailgate-Request"]: m for m in sink.messages[start:]}
+    return [(rid, by_request[rid]) for rid in ids]
 
 
 async def measure(n: int) -> dict[str, float]:
