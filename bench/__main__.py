@@ -3,8 +3,8 @@
 Runs the engine, reply listener, ledger, load, scrape and (where Postgres can be started)
 scale-out benchmarks one after the other through their own ``measure``/``run`` functions, and
 prints one table of the ratios and percentiles that matter, each measured in this run, with the
-machine's facts. Quick sizes by default (~6 min on 2 cores); ``--full`` uses the sizes the
-README's tables were measured with (~20 min).
+machine's facts. Quick sizes by default (~2 min on 2 cores); ``--full`` uses the sizes the
+README's tables were measured with (not timed as a whole; ~10 min by its parts).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ BENCHES: dict[str, Callable[[Sizes], list[Row]]] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="the README's sizes (~20 min)")
+    parser.add_argument("--full", action="store_true", help="the README's sizes")
     parser.add_argument(
         "--only",
         default=",".join(BENCHES),
