@@ -67,6 +67,8 @@ PROMISE_STATES = frozenset(
     {"pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"}
 )
 ORIGIN_SEP = ":"
+#: The SDK's tag on a durable sleep's promise (``ctx.sleep``).
+TIMER_TAG = "resonate:timer"
 #: Stale heap entries tolerated per live timer before the heap is rebuilt.
 HEAP_SLACK = 2
 HEAP_SLACK_MIN = 1024
@@ -248,10 +250,24 @@ class IndexedState(ServerState):
         self._p_timers.delete(promise_id)
 
     def set_t_timeout(self, task_id: str, typ: int, timeout: int) -> None:
-        self._t_timers.set(task_id, timeout, typ)
+        wake = self._sleeping(task_id) if typ == 0 else None
+        self._t_timers.set(task_id, timeout if wake is None else max(timeout, wake), typ)
 
     def del_t_timeout(self, task_id: str) -> None:
         self._t_timers.delete(task_id)
+
+    # -- durable sleeps: their task is not offered before the deadline -----------------------
+
+    def send_execute_message(self, address: str, task_id: str, version: int) -> None:
+        if self._sleeping(task_id) is None:
+            super().send_execute_message(address, task_id, version)
+
+    def _sleeping(self, task_id: str) -> int | None:
+        """The deadline of the pending durable sleep (``ctx.sleep``) ``task_id`` belongs to."""
+        p = self.promises.get(task_id)
+        if p is None or p.state != "pending" or p.tags.get(TIMER_TAG) != "true":
+            return None
+        return p.timeout_at
 
     # -- the two scans of stock ServerState, indexed ----------------------------------------
 
@@ -451,6 +467,9 @@ class IndexedState(ServerState):
         return to_release
 
     def _first_delivery(self, task_id: str, now: int) -> int:
+        wake = self._sleeping(task_id)
+        if wake is not None:
+            return max(now, wake)
         p = self.promises.get(task_id)
         try:
             delay = int(p.tags["resonate:delay"]) if p is not None else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import msgspec
 from engine_workflows import approval, suspended_approval
 from resonate.connections import LocalConnection
 from resonate.context import Context
@@ -70,3 +71,41 @@ async def test_step_longer_than_the_lease_runs_once(make_resonate) -> None:
         await conn.stop()
     assert result == "done"
     assert calls == [1]
+
+
+class Counting:
+    """A ``Network`` that counts each kind of request on its way to the engine."""
+
+    def __init__(self, conn: EngineConnection) -> None:
+        self.conn = conn
+        self.kinds: list[str] = []
+
+    async def start(self) -> None:
+        await self.conn.start()
+
+    async def stop(self) -> None:
+        await self.conn.stop()
+
+    async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
+        self.kinds.append(msgspec.json.decode(req)["kind"])
+        return await self.conn.send(req, headers)
+
+
+async def test_a_sleep_is_not_offered_before_its_deadline(
+    engine: EngineConnection, make_resonate
+) -> None:
+    """The SDK drops a durable sleep's task that arrives before the deadline and lets its
+    lease lapse, so stock ``ServerState`` would hand it out again every lease term, forever:
+    one acquire per lease per sleeping workflow (a deadline watcher per waiting request).
+    The engine holds the task back; the deadline settles the promise and wakes the sleeper."""
+    counting = Counting(engine)
+    resonate: Resonate = make_resonate(counting, sources=[engine], ttl=timedelta(seconds=0.3))
+
+    async def napping(ctx: Context) -> str:
+        await ctx.sleep(timedelta(seconds=2))
+        return "awake"
+
+    resonate.register(napping)
+    handle = resonate.run("wf-nap", napping)
+    assert await asyncio.wait_for(handle.result(), 10) == "awake"
+    assert counting.kinds.count("task.acquire") == 1  # the workflow's, once it wakes
