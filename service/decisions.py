@@ -187,7 +187,11 @@ class Decisions:
             data,
             key=f"vote:{found.round_id}:{approver}",
             chain=found.record.chain,
+            unless=lambda e: e.kind == "decided" and e.data.get("round_id") == found.round_id,
         )
+        if event.kind == "decided":
+            settled = await self.find(found.round_id)
+            return await self._late(settled, settled.decision, settled.state, actor)
         if event.data != data:
             return AlreadyVoted(request_id, event.data["verdict"])
         self.metrics.decisions.labels(actor.via, f"vote-{verdict}").inc()

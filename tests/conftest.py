@@ -11,10 +11,18 @@ from typing import Any
 import httpx
 import postgres
 import pytest
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import AuthResult
 from postgres import Postgres
-from smtp_sink import RecordingHandler, Sink, StartSink
-from support import ARTICLE, CallbackSink, PageServer, RecordingNotifier, Running
+from smtp_sink import RecordingHandler, Sink, StartSink, listen
+from support import (
+    ARTICLE,
+    REPLY_DOMAIN,
+    CallbackSink,
+    PageServer,
+    RecordingNotifier,
+    Running,
+    StartListener,
+)
 
 from service import config
 from service.app import Mailgate, Roles
@@ -122,24 +130,41 @@ async def start_sink() -> AsyncIterator[StartSink]:
         handler = RecordingHandler(
             rcpt_replies=list(rcpt_replies or []), data_replies=list(data_replies or [])
         )
-
-        def protocol() -> SMTP:
-            return SMTP(
-                handler,
-                hostname="sink.test",
-                tls_context=starttls,
-                require_starttls=starttls is not None,
-                authenticator=authenticator,
-                auth_required=authenticator is not None,
-                auth_require_tls=authenticator is not None,
-            )
-
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(protocol, "127.0.0.1", port, ssl=implicit_tls)
+        sink, server = await listen(
+            handler,
+            port=port,
+            implicit_tls=implicit_tls,
+            tls_context=starttls,
+            require_starttls=starttls is not None,
+            authenticator=authenticator,
+            auth_required=authenticator is not None,
+            auth_require_tls=authenticator is not None,
+        )
         servers.append(server)
-        return Sink(port=server.sockets[0].getsockname()[1], handler=handler)
+        return sink
 
     yield start
     for server in servers:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+def start_listener(start_mailgate: Callable[..., Any], start_sink: StartSink) -> StartListener:
+    """Mailgate that mails its asks to a fresh sink and listens for the replies on a free port;
+    overrides are env values."""
+
+    async def start(**overrides: str) -> tuple[Running, Sink]:
+        sink = await start_sink()
+        mailgate = await start_mailgate(
+            recording=False,
+            MAILGATE_NOTIFIER="smtp",
+            MAILGATE_SMTP_PORT=str(sink.port),
+            MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
+            MAILGATE_FROM=f"Mailgate <mailgate@{REPLY_DOMAIN}>",
+            MAILGATE_INBOUND_PORT="0",
+            **overrides,
+        )
+        return mailgate, sink
+
+    return start

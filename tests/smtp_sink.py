@@ -1,13 +1,16 @@
 """A real SMTP server on loopback (aiosmtpd on the test's own loop) to send mail into.
 
 The sink records every message it accepts, parsed with the stdlib ``email`` package, and can
-be told to answer the first RCPTs or DATAs with scripted replies (451, 550), to offer STARTTLS,
-to speak implicit TLS, or to require a login.
+be told to answer the first RCPTs or DATAs with scripted replies (451, 550), to hold its answer
+to DATA or QUIT until released (so a sender can be killed with its message on the wire, or just
+after the 250), to offer STARTTLS, to speak implicit TLS, or to require a login.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -36,6 +39,21 @@ class RecordingHandler:
     data_replies: list[str] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     rcpt_attempts: int = 0
+    hold: str | None = None
+    """``"DATA"`` or ``"QUIT"``: answer that command only once ``release`` is called. A held
+    DATA whose sender is killed (its connection closed) before the release is not received."""
+    holding: int = 0
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        self.hold = None
+        self._released.set()
+        self._released = asyncio.Event()
+
+    async def _held(self, command: str) -> None:
+        if self.hold == command:
+            self.holding += 1
+            await self._released.wait()
 
     async def handle_RCPT(
         self,
@@ -52,6 +70,7 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self._held("DATA")
         if self.data_replies:
             return self.data_replies.pop(0)
         assert isinstance(envelope.original_content, bytes)
@@ -71,6 +90,10 @@ class RecordingHandler:
         )
         return "250 Message accepted for delivery"
 
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self._held("QUIT")
+        return "221 Bye"
+
 
 @dataclass
 class Sink:
@@ -88,6 +111,24 @@ class Sink:
 
 
 StartSink = Callable[..., Awaitable[Sink]]
+
+
+async def listen(
+    handler: RecordingHandler,
+    *,
+    port: int = 0,
+    implicit_tls: ssl.SSLContext | None = None,
+    **smtp_options: Any,
+) -> tuple[Sink, asyncio.Server]:
+    """A sink on the running loop; ``smtp_options`` go to aiosmtpd's ``SMTP`` (TLS, login)."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="sink.test", **smtp_options),
+        "127.0.0.1",
+        port,
+        ssl=implicit_tls,
+    )
+    return Sink(port=server.sockets[0].getsockname()[1], handler=handler), server
 
 
 def free_port() -> int:

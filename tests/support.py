@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -178,6 +179,17 @@ async def wait_for_state(
             if body.get("state") in states:
                 return body
             await asyncio.sleep(0.05)
+
+
+def reply_to(request: EmailMessage, text: str, sender: str) -> EmailMessage:
+    """The answer ``sender``'s mail client writes to Mailgate's ``request``."""
+    reply = EmailMessage()
+    reply["From"] = sender
+    reply["To"] = request["Reply-To"]
+    reply["Subject"] = "Re: " + str(request["Subject"])
+    reply["In-Reply-To"] = request["Message-ID"]
+    reply.set_content(text)
+    return reply
 
 
 def local(url: str) -> str:

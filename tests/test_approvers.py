@@ -11,26 +11,12 @@ from typing import Any
 import aiosmtplib
 import pytest
 from smtp_sink import Sink
-from support import REPLY_DOMAIN, CallbackSink, PageServer, Running, local, wait_for_state
+from support import CallbackSink, PageServer, Running, local, reply_to, wait_for_state
 
 from service.reply_tokens import verify_reply_token
 
 ALICE, BOB, CAROL, DAVE = (f"{n}@example.com" for n in ("alice", "bob", "carol", "dave"))
 SECRET = "test-secret"
-
-
-async def start(start_mailgate, start_sink, **overrides: str) -> tuple[Running, Sink]:
-    sink = await start_sink()
-    mailgate = await start_mailgate(
-        recording=False,
-        MAILGATE_NOTIFIER="smtp",
-        MAILGATE_SMTP_PORT=str(sink.port),
-        MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
-        MAILGATE_FROM=f"Mailgate <mailgate@{REPLY_DOMAIN}>",
-        MAILGATE_INBOUND_PORT="0",
-        **overrides,
-    )
-    return mailgate, sink
 
 
 async def submit(mailgate: Running, url: str, **fields: Any) -> str:
@@ -60,13 +46,8 @@ async def click(mailgate: Running, message: EmailMessage, verdict: str, **form: 
 
 
 async def reply(mailgate: Running, message: EmailMessage, sender: str, text: str) -> None:
-    answer = EmailMessage()
-    answer["From"] = sender
-    answer["To"] = message["Reply-To"]
-    answer["Subject"] = "Re: " + str(message["Subject"])
-    answer["In-Reply-To"] = message["Message-ID"]
-    answer.set_content(text)
     assert mailgate.app.inbox is not None
+    answer = reply_to(message, text, sender)
     await aiosmtplib.send(answer, hostname="127.0.0.1", port=mailgate.app.inbox.port)
 
 
@@ -85,9 +66,9 @@ def answers(view: dict[str, Any], number: int = 1) -> dict[str, str]:
 
 
 async def test_all_must_approve_each_through_their_own_channel(
-    start_mailgate, start_sink, page_server: PageServer
+    start_listener, page_server: PageServer
 ):
-    mailgate, sink = await start(start_mailgate, start_sink)
+    mailgate, sink = await start_listener()
     request_id = await submit(
         mailgate, page_server.base + "/article", approvers=[ALICE, BOB], policy="all"
     )
@@ -115,14 +96,12 @@ async def test_all_must_approve_each_through_their_own_channel(
 
 
 async def test_one_rejection_under_all_rejects_the_round_and_tells_the_others(
-    start_mailgate, start_sink, page_server: PageServer
+    start_listener, page_server: PageServer
 ):
     from service.testing import FakeOllama
 
     with FakeOllama() as fake:
-        mailgate, sink = await start(
-            start_mailgate, start_sink, MAILGATE_SUMMARIZER="ollama", OLLAMA_HOST=fake.url
-        )
+        mailgate, sink = await start_listener(MAILGATE_SUMMARIZER="ollama", OLLAMA_HOST=fake.url)
         request_id = await submit(
             mailgate, page_server.base + "/article", approvers=[ALICE, BOB, CAROL], policy="all"
         )
@@ -142,9 +121,9 @@ async def test_one_rejection_under_all_rejects_the_round_and_tells_the_others(
 
 
 async def test_min_two_of_three_approve_and_the_third_is_not_needed(
-    start_mailgate, start_sink, page_server: PageServer
+    start_listener, page_server: PageServer
 ):
-    mailgate, sink = await start(start_mailgate, start_sink)
+    mailgate, sink = await start_listener()
     request_id = await submit(
         mailgate,
         page_server.base + "/article",
@@ -160,10 +139,8 @@ async def test_min_two_of_three_approve_and_the_third_is_not_needed(
     assert done["detail"] == f"approved by {CAROL}, {BOB} via votes"
 
 
-async def test_under_any_the_first_answer_decides(
-    start_mailgate, start_sink, page_server: PageServer
-):
-    mailgate, sink = await start(start_mailgate, start_sink)
+async def test_under_any_the_first_answer_decides(start_listener, page_server: PageServer):
+    mailgate, sink = await start_listener()
     request_id = await submit(mailgate, page_server.base + "/article", approvers=[ALICE, BOB])
     to_alice, to_bob = await mail_to(sink, ALICE), await mail_to(sink, BOB)
     assert (await click(mailgate, to_bob, "approve")).status_code == 200
@@ -174,9 +151,9 @@ async def test_under_any_the_first_answer_decides(
 
 
 async def test_the_same_approvers_and_policy_make_the_same_request(
-    start_mailgate, start_sink, page_server: PageServer
+    start_listener, page_server: PageServer
 ):
-    mailgate, _ = await start(start_mailgate, start_sink)
+    mailgate, _ = await start_listener()
     url = page_server.base + "/article"
     first = await submit(mailgate, url, approvers=[ALICE, BOB], policy="all")
     same = await mailgate.client.post(
@@ -193,12 +170,8 @@ async def test_the_same_approvers_and_policy_make_the_same_request(
     assert bad.status_code == 422 and "min 2 of 1" in bad.json()["error"]
 
 
-async def test_a_delegate_decides_in_the_approvers_place(
-    start_mailgate, start_sink, page_server: PageServer
-):
-    mailgate, sink = await start(
-        start_mailgate, start_sink, MAILGATE_ALLOWED_APPROVERS="@example.com"
-    )
+async def test_a_delegate_decides_in_the_approvers_place(start_listener, page_server: PageServer):
+    mailgate, sink = await start_listener(MAILGATE_ALLOWED_APPROVERS="@example.com")
     request_id = await submit(mailgate, page_server.base + "/article", email=ALICE)
     to_alice = await mail_to(sink, ALICE)
     outside = await mailgate.client.post(
@@ -226,11 +199,11 @@ async def test_a_delegate_decides_in_the_approvers_place(
 
 
 async def test_the_operator_reassigns_by_api_and_cli(
-    start_mailgate, start_sink, page_server: PageServer, capsys: pytest.CaptureFixture[str]
+    start_listener, page_server: PageServer, capsys: pytest.CaptureFixture[str]
 ):
     from service import cli
 
-    mailgate, sink = await start(start_mailgate, start_sink)
+    mailgate, sink = await start_listener()
     request_id = await submit(
         mailgate, page_server.base + "/article", approvers=[ALICE, BOB], policy="all"
     )
@@ -255,10 +228,8 @@ async def test_the_operator_reassigns_by_api_and_cli(
     }
 
 
-async def test_escalation_offers_the_round_to_more_people(
-    start_mailgate, start_sink, page_server: PageServer
-):
-    mailgate, sink = await start(start_mailgate, start_sink, MAILGATE_REMIND_AFTER="0")
+async def test_escalation_offers_the_round_to_more_people(start_listener, page_server: PageServer):
+    mailgate, sink = await start_listener(MAILGATE_REMIND_AFTER="0")
     request_id = await submit(
         mailgate,
         page_server.base + "/article",
@@ -280,9 +251,9 @@ async def test_escalation_offers_the_round_to_more_people(
 
 
 async def test_approve_with_corrections_reaches_the_callback(
-    start_mailgate, start_sink, page_server: PageServer, callback_sink: CallbackSink
+    start_listener, page_server: PageServer, callback_sink: CallbackSink
 ):
-    mailgate, sink = await start(start_mailgate, start_sink)
+    mailgate, sink = await start_listener()
     request_id = await submit(
         mailgate, page_server.base + "/article", email=ALICE, callback_url=callback_sink.url
     )
@@ -300,10 +271,8 @@ async def test_approve_with_corrections_reaches_the_callback(
     assert (outcome["approved_text"], outcome["edited_by"]) == (corrected, ALICE)
 
 
-async def test_unedited_approval_keeps_the_summary(
-    start_mailgate, start_sink, page_server: PageServer
-):
-    mailgate, sink = await start(start_mailgate, start_sink)
+async def test_unedited_approval_keeps_the_summary(start_listener, page_server: PageServer):
+    mailgate, sink = await start_listener()
     request_id = await submit(mailgate, page_server.base + "/article", email=ALICE)
     to_alice = await mail_to(sink, ALICE)
     page = await mailgate.client.get(link_of(to_alice))
@@ -315,11 +284,9 @@ async def test_unedited_approval_keeps_the_summary(
 
 
 async def test_only_those_who_have_not_answered_are_reminded(
-    start_mailgate, start_sink, page_server: PageServer
+    start_listener, page_server: PageServer
 ):
-    mailgate, sink = await start(
-        start_mailgate,
-        start_sink,
+    mailgate, sink = await start_listener(
         MAILGATE_REMIND_AFTER="2s",
         MAILGATE_REMIND_EVERY="0",
         MAILGATE_DECISION_TTL="60s",
@@ -333,8 +300,11 @@ async def test_only_those_who_have_not_answered_are_reminded(
     assert str(reminder["Subject"]).startswith("[Mailgate] Reminder")
     assert reminder["In-Reply-To"] == to_bob["Message-ID"]
     assert reminder["Reply-To"] == to_bob["Reply-To"]
-    view = (await mailgate.client.get(f"/requests/{request_id}")).json()
-    assert view["rounds"][0]["reminders"] == 1
+    async with asyncio.timeout(10):  # the reminder is recorded once its email is out
+        while (await mailgate.client.get(f"/requests/{request_id}")).json()["rounds"][0][
+            "reminders"
+        ] != 1:
+            await asyncio.sleep(0.05)
     assert [r.message["Subject"] for r in sink.received if r.rcpt_tos == [ALICE]] == [
         to_alice["Subject"]
     ], "alice answered: no reminder for her"

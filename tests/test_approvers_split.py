@@ -140,7 +140,8 @@ async def test_racing_votes_decide_once_with_the_policys_verdict(
     late = [e for e in trail["events"] if e["kind"] == "refused"]
     assert all(e["data"]["why"] == "already decided" for e in late)
     heard = sorted(e["data"]["by"] for e in voted + late)
-    assert heard == sorted(PEOPLE), "every answer is a vote, or refused as too late"
+    answers = [(e["seq"], e["kind"], e["data"]["by"]) for e in voted + late]
+    assert heard == sorted(PEOPLE), f"every answer is a vote, or refused as too late: {answers}"
     assert decided[0]["seq"] > max(e["seq"] for e in voted), "decided after its votes"
     assert trail["verification"]["verdict"] == "intact"
     first = view["rounds"][0]

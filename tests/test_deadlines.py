@@ -12,23 +12,9 @@ from typing import Any
 import aiosmtplib
 import pytest
 from smtp_sink import Sink
-from support import REPLY_DOMAIN, CallbackSink, PageServer, Running, local, wait_for_state
+from support import CallbackSink, PageServer, Running, local, wait_for_state
 
 ALICE = "alice@example.com"
-
-
-async def start(start_mailgate, start_sink, **overrides: str) -> tuple[Running, Sink]:
-    sink = await start_sink()
-    mailgate = await start_mailgate(
-        recording=False,
-        MAILGATE_NOTIFIER="smtp",
-        MAILGATE_SMTP_PORT=str(sink.port),
-        MAILGATE_REPLY_DOMAIN=REPLY_DOMAIN,
-        MAILGATE_FROM=f"Mailgate <mailgate@{REPLY_DOMAIN}>",
-        MAILGATE_INBOUND_PORT="0",
-        **overrides,
-    )
-    return mailgate, sink
 
 
 async def mails(sink: Sink, count: int, timeout: float = 30) -> list[EmailMessage]:
@@ -71,11 +57,9 @@ async def reply(mailgate: Running, message: EmailMessage, text: str, message_id:
 
 @pytest.mark.slow
 async def test_reminders_in_the_thread_then_expiry_refuses_late_answers(
-    start_mailgate, start_sink, page_server: PageServer, callback_sink: CallbackSink
+    start_listener, page_server: PageServer, callback_sink: CallbackSink
 ):
-    mailgate, sink = await start(
-        start_mailgate,
-        start_sink,
+    mailgate, sink = await start_listener(
         MAILGATE_DECISION_TTL="6s",
         MAILGATE_REMIND_AFTER="2s",
         MAILGATE_REMIND_EVERY="2s",
@@ -134,9 +118,9 @@ async def test_reminders_in_the_thread_then_expiry_refuses_late_answers(
     [("approve", "approved", "approve"), ("reject", "rejected", "reject")],
 )
 async def test_on_expiry_decides_as_the_submitter_chose(
-    start_mailgate, start_sink, page_server: PageServer, on_expiry: str, state: str, verdict: str
+    start_listener, page_server: PageServer, on_expiry: str, state: str, verdict: str
 ):
-    mailgate, sink = await start(start_mailgate, start_sink, MAILGATE_REMIND_AFTER="0")
+    mailgate, sink = await start_listener(MAILGATE_REMIND_AFTER="0")
     request_id = await submit(
         mailgate, page_server.base + "/article", expires_in="2s", on_expiry=on_expiry
     )
@@ -147,20 +131,18 @@ async def test_on_expiry_decides_as_the_submitter_chose(
 
 
 async def test_the_default_end_of_a_deadline_is_expired_never_approved(
-    start_mailgate, start_sink, page_server: PageServer
+    start_listener, page_server: PageServer
 ):
-    mailgate, _ = await start(start_mailgate, start_sink, MAILGATE_REMIND_AFTER="0")
+    mailgate, _ = await start_listener(MAILGATE_REMIND_AFTER="0")
     request_id = await submit(mailgate, page_server.base + "/article", expires_in="1s")
     done = await wait_for_state(mailgate.client, request_id, "expired", "approved", timeout=30)
     assert done["state"] == "expired"
 
 
 async def test_a_decision_before_the_deadline_stops_its_watcher(
-    start_mailgate, start_sink, page_server: PageServer
+    start_listener, page_server: PageServer
 ):
-    mailgate, sink = await start(
-        start_mailgate,
-        start_sink,
+    mailgate, sink = await start_listener(
         MAILGATE_DECISION_TTL="3s",
         MAILGATE_REMIND_AFTER="2s",
         MAILGATE_REMIND_EVERY="0",
@@ -178,9 +160,9 @@ async def test_a_decision_before_the_deadline_stops_its_watcher(
 
 
 async def test_cancel_ends_a_waiting_request_and_tells_the_approver(
-    start_mailgate, start_sink, page_server: PageServer, callback_sink: CallbackSink
+    start_listener, page_server: PageServer, callback_sink: CallbackSink
 ):
-    mailgate, sink = await start(start_mailgate, start_sink)
+    mailgate, sink = await start_listener()
     request_id = await submit(
         mailgate, page_server.base + "/article", callback_url=callback_sink.url
     )
@@ -208,14 +190,12 @@ async def test_cancel_ends_a_waiting_request_and_tells_the_approver(
 
 
 async def test_cancel_while_summarizing_ends_before_any_email(
-    start_mailgate, start_sink, page_server: PageServer
+    start_listener, page_server: PageServer
 ):
     from service.testing import FakeOllama
 
     with FakeOllama(delay_s=1.5) as fake:
-        mailgate, sink = await start(
-            start_mailgate, start_sink, MAILGATE_SUMMARIZER="ollama", OLLAMA_HOST=fake.url
-        )
+        mailgate, sink = await start_listener(MAILGATE_SUMMARIZER="ollama", OLLAMA_HOST=fake.url)
         request_id = await submit(mailgate, page_server.base + "/article")
         await fake.wait_for_chats(1)
         cancelled = await mailgate.client.request("DELETE", f"/requests/{request_id}")
@@ -252,11 +232,11 @@ async def _past(mailgate: Running, request_id: str, *, seconds: float) -> None:
 
 
 async def test_the_cli_cancels_and_submit_wait_exits_with_the_end(
-    start_mailgate, start_sink, page_server: PageServer, capsys: pytest.CaptureFixture[str]
+    start_listener, page_server: PageServer, capsys: pytest.CaptureFixture[str]
 ):
     from service import cli
 
-    mailgate, _ = await start(start_mailgate, start_sink, MAILGATE_REMIND_AFTER="0")
+    mailgate, _ = await start_listener(MAILGATE_REMIND_AFTER="0")
     gateway = ["--gateway", str(mailgate.client.base_url)]
     env = {"PATH": "/usr/bin:/bin"}
     url = page_server.base + "/article"

@@ -210,15 +210,13 @@ def test_an_unreachable_database_is_reported(capsys):
 
 
 async def test_several_approvers_delegation_and_a_deadline_on_postgres(
-    start_mailgate, start_sink, postgres_url, page_server, tmp_path
+    start_listener, postgres_url, page_server, tmp_path
 ):
     """Votes, a delegate's job, and the deadline watcher's timers all run on resonate-pg."""
     from dkim_keys import write_key
-    from test_approvers import answers, click, link_of, mail_to, start
+    from test_approvers import answers, click, link_of, mail_to
 
-    mailgate, sink = await start(
-        start_mailgate,
-        start_sink,
+    mailgate, sink = await start_listener(
         MAILGATE_ENGINE=postgres_url,
         MAILGATE_SECRET=SECRET,
         MAILGATE_REMIND_AFTER="0",

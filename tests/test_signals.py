@@ -216,7 +216,7 @@ async def test_stop_is_safe_wherever_start_is_cut_short(tmp_path: Path):
             break
         cuts += 1
         steps = steps + 1 if steps < 10 else int(steps * 1.5)
-    assert cuts > 15
+    assert cuts > 10, "start was cut short at too few points to mean anything"
 
 
 async def test_stop_is_safe_while_start_waits_for_the_engine(tmp_path: Path):

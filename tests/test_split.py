@@ -21,6 +21,7 @@ import pytest
 from dkim_keys import dns_for, signer, write_key
 from processes import Process, clean_env, wait_tcp
 from smtp_sink import free_port
+from support import reply_to
 
 from service.testing import FakeOllama
 
@@ -28,16 +29,6 @@ pytestmark = pytest.mark.slow
 
 REQUESTS = 20
 DOMAIN = "mailgate.test"
-
-
-def _reply(request: EmailMessage, text: str, approver: str) -> EmailMessage:
-    reply = EmailMessage()
-    reply["From"] = approver
-    reply["To"] = request["Reply-To"]
-    reply["Subject"] = "Re: " + request["Subject"]
-    reply["In-Reply-To"] = request["Message-ID"]
-    reply.set_content(text)
-    return reply
 
 
 @pytest.mark.parametrize("engine_kind", ["mailgate-engine", "postgres"])
@@ -165,7 +156,7 @@ async def _answer(
         return
     answer = "No. Shorter, please." if verdict == "reject" else "Yes"
     await aiosmtplib.send(
-        _reply(message, answer, step["approver"]), hostname="127.0.0.1", port=inbound_port
+        reply_to(message, answer, step["approver"]), hostname="127.0.0.1", port=inbound_port
     )
 
 

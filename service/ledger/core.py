@@ -286,10 +286,13 @@ class Ledger:
         key: str | None = None,
         chain: Chain | None = None,
         at: int | None = None,
+        unless: Callable[[Event], bool] | None = None,
     ) -> Event:
         """Add an event after the newest one. With ``key``, an event already holding that key
-        is returned instead (a step that runs twice records its fact once). ``at`` is for
-        facts recorded after the fact (an imported history); it defaults to now.
+        is returned instead (a step that runs twice records its fact once). With ``unless``,
+        the first event it holds for, in the chain or written meanwhile by another process, is
+        returned instead (a vote never lands after its round's decision). ``at`` is for facts
+        recorded after the fact (an imported history); it defaults to now.
 
         Appenders in other processes may write the same place first: the engine answers a
         create of an existing id with the stored record, which is then folded in and the next
@@ -299,11 +302,13 @@ class Ledger:
             chain = await self.index.chain(request_id)
         if key is not None and (found := chain.keyed(key)) is not None:
             return found
+        if unless is not None and (found := next(filter(unless, chain.events), None)):
+            return found
         events = list(chain.events)
         request = _submitted(chain) or _request_in(kind, data)
         if request is None:
             await self._record_submitted(request_id)
-            return await self.append(request_id, kind, data, key=key)
+            return await self.append(request_id, kind, data, key=key, unless=unless)
         before = status.build(request_id, request, events)
         now = self.clock() if at is None else at
         while True:
@@ -327,6 +332,8 @@ class Ledger:
             if stored.mac == mine.mac:
                 return stored
             if key is not None and stored.key == key:
+                return stored
+            if unless is not None and unless(stored):
                 return stored
             events.append(stored)
             before = status.advance(before, stored.kind, stored.at, stored.data)

@@ -72,6 +72,27 @@ async def test_concurrent_appends_of_one_key_record_it_once(make_ledger, new_req
     assert [e.kind for e in events].count("finished") == 1
 
 
+async def test_an_append_unless_is_not_written_after_the_event_that_forbids_it(
+    make_ledger, new_request
+):
+    """As a vote from a stale view of the chain meets its round's decision, written meanwhile by
+    another process: the vote is not written, and the decision is what the voter gets back."""
+    request_id, _ = await new_request()
+    voter, decider = make_ledger(), make_ledger()
+    stale = Chain((await voter.chain(request_id)).events)
+    await decider.append(request_id, "note", {"closes": "r1"})
+
+    def closed(event: Any) -> bool:
+        return event.data.get("closes") == "r1"
+
+    got = await voter.append(request_id, "note", {"vote": "ann"}, chain=stale, unless=closed)
+    assert (got.data, got.seq) == ({"closes": "r1"}, 2)
+    again = await voter.append(request_id, "note", {"vote": "ann"}, unless=closed)
+    assert again == got
+    events = (await voter.chain(request_id)).events
+    assert [e.data for e in events[1:]] == [{"closes": "r1"}]
+
+
 async def test_only_the_newest_event_is_listed_and_a_stale_head_heals(ledger, new_request):
     request_id, _ = await new_request()
     await ledger.append(request_id, "fetched", {"chars": 1})
