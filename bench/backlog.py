@@ -6,16 +6,16 @@ its task (through ``Ledger.start``, as the gateway starts a request), a summariz
 ask step that append ``fetched``, ``summarized`` and ``asked`` to the audit trail through the
 real ``Ledger``, the round's promise the workflow suspends on, and the round's deadline watcher
 (a detached workflow that checkpoints the clock and sleeps until the deadline on a
-``resonate:timer`` promise). That is 11 promises and 3 tasks per waiting request, ~11 KB of
-snapshot, as a real ``mailgate serve`` holds them.
+``resonate:timer`` promise). That is 11 promises and 3 tasks per waiting request, as a real
+``mailgate serve`` holds them.
 
 Measured, each in a fresh child process:
 
 * requests/s through a full cycle (submit → asked → decided → watcher stopped → finished),
   with an empty engine and with the backlog loaded; their ratio;
-* cold restart to ready after SIGKILL (snapshot + journal tail) and after a clean stop;
+* cold restart to ready after SIGKILL and after a clean stop;
 * peak RSS of the process holding the backlog, idle and after the loaded cycle;
-* the engine's journal rows per second while the backlog sits idle (timers, leases).
+* the rows the engine writes per second while the backlog sits idle (timers, leases).
 
 Usage: ``python bench/backlog.py [--backlog 100000] [--n 300] [--runs 3]``.
 """
@@ -48,7 +48,6 @@ from resonate.retry import Never
 from service import rounds
 from service.domain import WORKER_GROUP, WORKFLOW_NAME, Deadline, Decision, Request, workflow_id
 from service.engine import EngineConnection, open_durable
-from service.engine.store import SqliteJournal
 from service.ledger import Ledger
 
 IN_FLIGHT = 50
@@ -243,17 +242,17 @@ async def child_build(data_dir: Path, count: int) -> None:
 
 async def child_cycle(data_dir: Path, n: int, idle_s: float) -> dict[str, Any]:
     started = time.perf_counter()
-    journal = SqliteJournal(data_dir)
-    conn = EngineConnection(journal, pid=PID, group=WORKER_GROUP)
+    conn = open_durable(data_dir, pid=PID, group=WORKER_GROUP)
     await conn.start()
     ready_s = time.perf_counter() - started
     resonate, ledger = build(conn)
     loaded_rss = rss_mb()
-    rows_before = journal_rows(data_dir)
+    rows_before = rows_written(conn)
     await asyncio.sleep(idle_s)
-    idle_rows = (journal_rows(data_dir) - rows_before) / idle_s
+    idle_rows = (rows_written(conn) - rows_before) / idle_s
     await gated(20, lambda i: cycle(ledger, "warm", i))
     rate = await gated(n, lambda i: cycle(ledger, "wf", i))
+    promises = len(conn._state.promises)
     await resonate.stop()
     await conn.stop()
     return {
@@ -262,7 +261,8 @@ async def child_cycle(data_dir: Path, n: int, idle_s: float) -> dict[str, Any]:
         "loaded_rss_mb": loaded_rss,
         "peak_rss_mb": peak_rss_mb(),
         "idle_rows_per_s": idle_rows,
-        "promises": len(conn._state.promises),
+        "promises": promises,
+        "db_mb": (data_dir / "engine.sqlite3").stat().st_size / 2**20,
     }
 
 
@@ -279,12 +279,9 @@ async def child_restart(data_dir: Path, freeze: bool) -> dict[str, Any]:
     return out
 
 
-def journal_rows(data_dir: Path) -> int:
-    db = sqlite3.connect(data_dir / "engine.sqlite3")
-    try:
-        return db.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
-    finally:
-        db.close()
+def rows_written(conn: EngineConnection) -> int:
+    """Rows the engine inserted, updated or deleted so far (SQLite's own counter)."""
+    return conn._state.db.connection.total_changes
 
 
 def seconds_since_exec() -> float:
@@ -319,7 +316,7 @@ def spawn(*args: str) -> dict[str, Any]:
 
 
 def build_backlog(data_dir: Path, count: int) -> dict[str, Any]:
-    """Build ``count`` waiting requests in a child, then SIGKILL it (no final snapshot)."""
+    """Build ``count`` waiting requests in a child, then SIGKILL it (no clean stop)."""
     proc = subprocess.Popen(
         [sys.executable, __file__, "_child", "build", str(data_dir), str(count)],
         stdout=subprocess.PIPE,
@@ -384,12 +381,12 @@ def report(work: Path, args: argparse.Namespace) -> None:
         ("restart after SIGKILL to ready, s (target < 3)", med(crashed, "ready_s")),
         ("  same, from process exec, s", med(crashed, "since_exec_s")),
         ("restart after clean stop to ready, s", med(clean, "ready_s")),
-        ("clean stop (final snapshot), s", med(crashed, "stop_s")),
+        ("clean stop (checkpoint), s", med(crashed, "stop_s")),
         ("RSS after restart with the backlog, MB", med(crashed, "rss_mb")),
         ("peak RSS, backlog + cycle, MB (target < 1024)", med(loaded, "peak_rss_mb")),
         ("peak RSS, empty + cycle, MB", med(empty, "peak_rss_mb")),
-        ("journal rows/s while idle, backlog", med(loaded, "idle_rows_per_s")),
-        ("journal rows/s while idle, empty", med(empty, "idle_rows_per_s")),
+        ("rows written/s while idle, backlog", med(loaded, "idle_rows_per_s")),
+        ("rows written/s while idle, empty", med(empty, "idle_rows_per_s")),
         ("building: requests/s to waiting", built["built_per_s"]),
         ("building: RSS of the builder at the end, MB", built["rss_mb"]),
     ]

@@ -1,4 +1,4 @@
-"""Mailgate's durable Resonate engine: the SDK's state machine, indexed, journaled to SQLite."""
+"""Mailgate's durable Resonate engine: the SDK's state machine over SQLite rows."""
 
 from service.engine.connection import EngineConnection as EngineConnection
 from service.engine.connection import open_durable as open_durable

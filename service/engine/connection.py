@@ -1,17 +1,17 @@
-"""``EngineConnection``: the SDK's ``Network`` and ``Source`` over an indexed, journaled state.
+"""``EngineConnection``: the SDK's ``Network`` and ``Source`` over the engine's rows.
 
 A request is decoded, applied to ``IndexedState`` on the event loop (no await in between, so
-requests are atomic without a lock), staged in the current batch, and answered once the batch is
-committed: **group commit**, one commit per event-loop pass for every request that arrived in
-it, on the loop thread (``bench/README.md`` has the numbers that chose this over a writer
-thread). Reads and pushed messages wait for the batch too, so nothing reported to anyone can be
-lost by a crash. If a commit fails (disk full, I/O error) every request in the batch gets
-``EngineUnavailable`` and the state is rolled back to what is on disk before anything else is
-answered.
+requests are atomic without a lock), which writes what it changed into the open transaction; the
+request is answered once that transaction is committed: **group commit**, one commit per
+event-loop pass for every request that arrived in it, on the loop thread (``bench/README.md``
+has the numbers that chose this over a writer thread). Reads and pushed messages wait for the
+batch too, so nothing reported to anyone can be lost by a crash. If a write or the commit fails
+(disk full, I/O error) every request in the batch gets ``EngineUnavailable`` and the transaction
+is rolled back before anything else is answered.
 
 It deliberately is *not* a ``LocalConnection``: ``Resonate`` gives that class a no-op heartbeat,
 and then a step longer than the lease is re-run forever. With this class ``Resonate`` heartbeats
-as it does against a server; heartbeats renew leases in memory only and are never journaled.
+as it does against a server; heartbeats renew leases in memory only and are never written.
 
 Pushed messages go through ``routing.Router`` to the embedded process (``recv``) and to the SSE
 streams of ``service.engine.http``, addressed exactly as a Resonate Server addresses them.
@@ -30,14 +30,6 @@ from resonate.timing import Clock, Sleeper, now_ms, sleep
 
 from service.engine import routing
 from service.engine.errors import EngineError, EngineUnavailable
-from service.engine.journal import (
-    APPLY,
-    Entry,
-    Journal,
-    NoJournal,
-    purge_entry,
-    tick_entry,
-)
 from service.engine.state import (
     IndexedState,
     OutgoingMessage,
@@ -45,7 +37,7 @@ from service.engine.state import (
     unwrap_request_envelope,
     wrap_response_envelope,
 )
-from service.engine.store import SqliteJournal
+from service.engine.store import MemoryStore, SqliteStore, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,7 +55,7 @@ class EngineConnection:
 
     def __init__(
         self,
-        journal: Journal,
+        store: Store,
         *,
         pid: str,
         group: str,
@@ -73,7 +65,7 @@ class EngineConnection:
         retention_ms: int | None = None,
         retention_check_s: float = RETENTION_CHECK_S_DEFAULT,
     ) -> None:
-        self._journal = journal
+        self._store = store
         self._pid = pid
         self._group = group
         self._clock = clock
@@ -85,7 +77,6 @@ class EngineConnection:
         self._router = routing.Router()
         self._callbacks: list[Callable[[str], None]] = []
         self._local: routing.Listener | None = None
-        self._batch: list[Entry] = []
         self._batch_outgoing: list[OutgoingMessage] = []
         self._batch_done: asyncio.Future[None] | None = None
         self._broken: Exception | None = None
@@ -111,32 +102,30 @@ class EngineConnection:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the journal (lock, load, recover) and start the tick loop. Idempotent.
+        """Open the store (lock, check, convert an old data dir) and start the tick loop.
 
-        Leases held by this data dir's previous embedded process (and by this pid) are released
-        through the journal, so their tasks run again now instead of after the lease; pending
+        Idempotent. Leases held by this data dir's previous embedded process (and by this pid)
+        are released now, so their tasks run again now instead of after the lease; pending
         tasks are re-sent to every listener attached now or later.
         """
         if self._started:
             return
-        loaded = self._journal.open()
+        opened = self._store.open()
+        state = opened.state
         try:
-            state = loaded.state
             now = self._clock()
-            releases = state.restore_timers(now, set(loaded.dead_pids) | {self._pid})
-            entries: list[Entry] = []
+            releases = state.restore_timers(now, set(opened.dead_pids) | {self._pid})
             outgoing: list[OutgoingMessage] = []
             for task_id, version in releases:
-                request = {"kind": "task.release", "id": task_id, "version": version}
-                state.apply(now, request)
+                state.apply(now, {"kind": "task.release", "id": task_id, "version": version})
                 outgoing += state.outgoing
                 state.outgoing = []
-                entries.append(Entry(op=APPLY, at=now, body=msgspec.json.encode(request)))
-            if entries and self._journal.durable:
-                self._journal.append(entries)
-            self._journal.claim(self._pid)
+            self._store.claim(self._pid)
+            state.db.commit()
         except BaseException:
-            self._journal.close()
+            with contextlib.suppress(EngineUnavailable):
+                state.db.rollback()
+            self._store.close()
             raise
         self._state = state
         self._started = True
@@ -148,7 +137,7 @@ class EngineConnection:
         self._tick_task = asyncio.create_task(self._tick_loop())
 
     async def stop(self) -> None:
-        """Commit what is staged, write a snapshot, release the data dir. Idempotent."""
+        """Commit what is staged, close the store, release the data dir. Idempotent."""
         if not self._started or self._stopped:
             return
         self._stopped = True
@@ -160,9 +149,7 @@ class EngineConnection:
                 await task
         if self._batch_done is not None:
             self._flush()
-        if self._broken is None and self._journal.durable:
-            self._write_snapshot()
-        self._journal.close()
+        self._store.close()
         self._closed.set()
         self._callbacks.clear()
 
@@ -190,7 +177,7 @@ class EngineConnection:
             msg = f"invalid JSON request: {exc}"
             raise DecodingError(msg) from exc
         flat = unwrap_request_envelope(decoded)
-        response = self._apply(self._clock(), flat, req.encode())
+        response = self._apply(self._clock(), flat)
         if self._batch_done is not None:
             await asyncio.shield(self._batch_done)
         return msgspec.json.encode(wrap_response_envelope(response)).decode()
@@ -216,28 +203,31 @@ class EngineConnection:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _apply(self, now: int, flat: Any, raw: bytes) -> dict[str, Any]:
+    def _apply(self, now: int, flat: Any) -> dict[str, Any]:
         state = self._state
-        journaled = state.changes_state(now, flat)
         try:
             response = state.apply(now, flat)
+        except EngineUnavailable as exc:
+            self._fail(exc)
+            raise
         except Exception as exc:  # answered as the server would: an error status
             kind = flat.get("kind") if isinstance(flat, dict) else None
             corr_id = flat.get("corrId") if isinstance(flat, dict) else None
             response = error_response(kind, corr_id, exc)
         outgoing = state.outgoing
         state.outgoing = []
-        if journaled:
-            self._stage(Entry(op=APPLY, at=now, body=raw), outgoing)
-        else:
-            self._push(outgoing)
+        self._stage(outgoing)
         return response
 
-    def _stage(self, entry: Entry, outgoing: list[OutgoingMessage]) -> None:
-        if not self._journal.durable:
+    def _stage(self, outgoing: list[OutgoingMessage]) -> None:
+        """Hold ``outgoing`` until what was written is committed (send now if nothing was)."""
+        if not self._state.db.dirty:
+            self._push(outgoing)
+            return
+        if not self._store.durable:
+            self._state.db.commit()
             self._route(outgoing)
             return
-        self._batch.append(entry)
         self._batch_outgoing.extend(outgoing)
         if self._batch_done is None:
             self._batch_done = asyncio.get_running_loop().create_future()
@@ -255,37 +245,31 @@ class EngineConnection:
         done = self._batch_done
         if done is None:
             return
-        entries, outgoing = self._batch, self._batch_outgoing
-        self._batch, self._batch_outgoing, self._batch_done = [], [], None
         try:
-            self._journal.append(entries)
-        except Exception as exc:  # every waiter must get an answer, whatever broke
-            failure = exc if isinstance(exc, EngineUnavailable) else EngineUnavailable(exc)
-            logger.error("engine: commit failed, rolling back to what is on disk: %s", exc)
-            done.set_exception(failure)
-            self._broken = failure
-            with contextlib.suppress(EngineUnavailable):
-                self._recover()
+            self._state.db.commit()
+        except EngineUnavailable as exc:
+            self._fail(exc)
             return
+        outgoing = self._batch_outgoing
+        self._batch_outgoing, self._batch_done = [], None
         done.set_result(None)
         self._route(outgoing)
-        if self._journal.wants_snapshot(len(self._state.promises)):
-            self._write_snapshot()
 
-    def _write_snapshot(self) -> None:
-        try:
-            self._journal.write_snapshot(self._state.snapshot())
-        except Exception:  # the journal still holds everything: keep serving
-            logger.exception("engine: snapshot failed; the journal still holds everything")
+    def _fail(self, failure: EngineUnavailable) -> None:
+        """Fail every request of the open batch and roll back what they wrote."""
+        logger.error("engine: write failed, rolling back to what is on disk: %s", failure)
+        done = self._batch_done
+        self._batch_outgoing, self._batch_done = [], None
+        if done is not None:
+            done.set_exception(failure)
+        self._broken = failure
+        with contextlib.suppress(EngineUnavailable):
+            self._recover()
 
     def _recover(self) -> None:
-        """Replace the in-memory state by what is on disk (after a failed commit)."""
-        try:
-            loaded = self._journal.reload()
-        except EngineError as exc:
-            raise EngineUnavailable(exc) from exc
-        self._state = loaded.state
-        self._state.restore_timers(self._clock(), set())
+        """Roll back the open transaction and forget what was read (after a failed write)."""
+        self._state.db.rollback()
+        self._state.forget(self._clock())
         self._broken = None
         for listener in self._router.listeners():
             self._redeliver(listener)
@@ -326,22 +310,22 @@ class EngineConnection:
                 self._recover()
             return
         now = self._clock()
-        record = self._state.tick_for_journal(now)
-        outgoing = self._state.outgoing
-        self._state.outgoing = []
-        if record is not None:
-            self._stage(tick_entry(now, record.released), outgoing)
-        else:
-            self._push(outgoing)
-        if expire:
-            self._expire(now)
+        try:
+            self._state.tick(now)
+            outgoing = self._state.outgoing
+            self._state.outgoing = []
+            self._stage(outgoing)
+            if expire:
+                self._expire(now)
+        except EngineUnavailable as exc:
+            self._fail(exc)
 
     def _expire(self, now: int) -> None:
         assert self._retention_ms is not None
         roots = self._state.expired_roots(now, self._retention_ms)
         if roots:
             removed = self._state.purge(roots)
-            self._stage(purge_entry(now, roots), [])
+            self._stage([])
             logger.info(
                 "engine: retention removed %d workflow(s), %d promise(s)", len(roots), removed
             )
@@ -363,7 +347,7 @@ def open_memory(
 ) -> EngineConnection:
     """An engine that keeps everything in memory (tests, throwaway runs)."""
     return EngineConnection(
-        NoJournal(),
+        MemoryStore(),
         pid=pid,
         group=group,
         clock=clock,
@@ -392,7 +376,7 @@ def open_durable(
     power loss. ``retention_ms``: finished workflows older than this are deleted.
     """
     return EngineConnection(
-        SqliteJournal(data_dir, synchronous=synchronous),
+        SqliteStore(data_dir, synchronous=synchronous),
         pid=pid,
         group=group,
         clock=clock,
