@@ -24,22 +24,22 @@ APPROVER = "erin@example.com"
 def edit_stored_event(
     data_dir: Path, promise_id: str, edit: Callable[[dict[str, Any]], Any]
 ) -> None:
-    """Rewrite one promise's param in the engine's snapshot, as someone with the file could."""
+    """Rewrite (or, when ``edit`` answers None, delete) one promise's row in the engine's
+    database, as someone with the file could."""
     path = data_dir / "engine" / "engine.sqlite3"
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
-        state = msgspec.msgpack.decode(db.execute("SELECT data FROM snapshot").fetchone()[0])
-        kept = []
-        for promise in state["promises"]:
-            if promise["id"] == promise_id:
-                value = json.loads(base64.b64decode(promise["param"]["data"]))
-                changed = edit(value)
-                if changed is None:
-                    continue
-                promise["param"]["data"] = base64.b64encode(json.dumps(changed).encode()).decode()
-            kept.append(promise)
-        state["promises"] = kept
-        db.execute("UPDATE snapshot SET data = ?", (msgspec.msgpack.encode(state),))
+        row = db.execute("SELECT data FROM promises WHERE id = ?", (promise_id,)).fetchone()
+        promise = msgspec.msgpack.decode(row[0])
+        changed = edit(json.loads(base64.b64decode(promise["param"]["data"])))
+        if changed is None:
+            db.execute("DELETE FROM promises WHERE id = ?", (promise_id,))
+            db.execute("DELETE FROM promise_tags WHERE id = ?", (promise_id,))
+            return
+        promise["param"]["data"] = base64.b64encode(json.dumps(changed).encode()).decode()
+        db.execute(
+            "UPDATE promises SET data = ? WHERE id = ?",
+            (msgspec.msgpack.encode(promise), promise_id),
+        )
 
 
 async def _approved_request(start_mailgate, page_server: PageServer, data: Path) -> str:
