@@ -451,25 +451,40 @@ class PromiseRows(_Rows[DurablePromise]):
 
 
 class TaskRows(_Rows[Task]):
-    """Tasks; the state column finds the ones a start must re-arm."""
+    """Tasks; ``active`` finds the ones a start must re-arm a timer for."""
 
     table = "tasks"
     kind = Task
 
-    def active(self, sleep_tag: str) -> list[Task]:
-        """Pending and acquired tasks, in id order, less those that sleep: pending tasks
-        whose own promise is pending and tagged ``sleep_tag=true`` (they need no timer)."""
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._sleeps: dict[str, bool] = {}
+
+    def set_sleeping(self, task_id: str, sleeps: bool) -> None:
+        """Mark a pending task as a durable sleep's (no timer needed) or not."""
+        self._sleeps[task_id] = sleeps
+
+    def active(self) -> list[Task]:
+        """Acquired tasks and pending ones that do not sleep, in id order."""
         self.flush()
         return [
             self[row[0]]
             for row in self._db.read(
-                "SELECT id FROM tasks t WHERE state IN ('pending', 'acquired') AND NOT "
-                "(state = 'pending' AND EXISTS (SELECT 1 FROM promises p WHERE p.id = t.id "
-                "AND p.state = 'pending') AND EXISTS (SELECT 1 FROM promise_tags g "
-                "WHERE g.key = ? AND g.value = 'true' AND g.id = t.id)) ORDER BY id",
-                (sleep_tag,),
+                "SELECT id FROM tasks INDEXED BY tasks_live WHERE state = 'acquired' OR "
+                "(state = 'pending' AND sleeps = 0) ORDER BY id"
             )
         ]
+
+    def flush(self) -> None:
+        super().flush()
+        for task_id, sleeps in self._sleeps.items():
+            if task_id not in self._live:
+                self._db.write("UPDATE tasks SET sleeps = ? WHERE id = ?", (int(sleeps), task_id))
+        self._sleeps.clear()
+
+    def release(self) -> None:
+        super().release()
+        self._sleeps.clear()
 
     def purge(self, task_ids: list[str]) -> None:
         self.flush()
@@ -478,24 +493,28 @@ class TaskRows(_Rows[Task]):
             self._live.pop(task_id, None)
             self._read.pop(task_id, None)
 
-    def _row(self, key: str, obj: Task) -> tuple[bytes, str]:
-        return self._encoder.encode(obj), obj.state
+    def _row(self, key: str, obj: Task) -> tuple[bytes, str, bool]:
+        was = self._read.get(key)
+        sleeps = self._sleeps.get(key, was[2] if was is not None else False)
+        return self._encoder.encode(obj), obj.state, sleeps
 
     def _load(self, key: str) -> Task | None:
-        found = self._db.read("SELECT data FROM tasks WHERE id = ?", (key,))
+        found = self._db.read("SELECT data, sleeps FROM tasks WHERE id = ?", (key,))
         if not found:
             self._read[key] = None
             return None
-        obj = self._decoder.decode(found[0][0])
+        data, sleeps = found[0]
+        obj = self._decoder.decode(data)
         self._live[key] = obj
-        self._read[key] = (found[0][0], obj.state)
+        self._read[key] = (data, obj.state, bool(sleeps))
         return obj
 
-    def _write(self, key: str, obj: Task, row: tuple[bytes, str], was: Any) -> None:
+    def _write(self, key: str, obj: Task, row: tuple[bytes, str, bool], was: Any) -> None:
         self._db.write(
-            "INSERT INTO tasks(id, state, data) VALUES (?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET state = excluded.state, data = excluded.data",
-            (key, row[1], row[0]),
+            "INSERT INTO tasks(id, state, sleeps, data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET state = excluded.state, sleeps = excluded.sleeps, "
+            "data = excluded.data",
+            (key, row[1], int(row[2]), row[0]),
         )
 
 

@@ -219,12 +219,16 @@ class IndexedState(ServerState):
         self.promises.set_timer(promise_id, None)
         t = self.tasks.get(promise_id)
         if t is not None and t.state == "pending" and promise_id not in self._t_timers.entries:
+            self.tasks.set_sleeping(promise_id, False)
             self._t_timers.set(promise_id, 0, self._now + PENDING_RETRY_TTL)
 
     def set_t_timeout(self, task_id: str, typ: int, timeout: int) -> None:
-        if typ == 0 and self._sleeping(task_id) is not None:
-            self._t_timers.delete(task_id)  # its promise's timeout ends it at the deadline
-            return
+        if typ == 0:
+            sleeps = self._sleeping(task_id) is not None
+            self.tasks.set_sleeping(task_id, sleeps)
+            if sleeps:
+                self._t_timers.delete(task_id)  # its promise's timeout ends it at the deadline
+                return
         self._t_timers.set(task_id, timeout, typ)
 
     def del_t_timeout(self, task_id: str) -> None:
@@ -321,13 +325,13 @@ class IndexedState(ServerState):
         Leases held by ``dead_pids`` (earlier incarnations of this process) are returned so the
         caller releases them. Any other lease gets a fresh full term, so a worker that outlived
         an engine restart keeps its task if it heartbeats in time. Pending tasks retry now;
-        deferred ones keep their delay. Only pending and acquired tasks are read, and not the
-        pending tasks of durable sleeps (their promise's timeout ends them).
+        deferred ones keep their delay. Only acquired tasks and pending ones that do not sleep
+        are read (a sleep's task needs no timer: its promise's timeout ends it).
         """
         self._t_timers = _Timers()
         to_release = []
         try:
-            for task in self.tasks.active(TIMER_TAG):
+            for task in self.tasks.active():
                 if task.state == "acquired":
                     if task.pid in dead_pids:
                         to_release.append((task.id, task.version))
@@ -336,7 +340,7 @@ class IndexedState(ServerState):
                 else:
                     self.set_t_timeout(task.id, 0, self._first_delivery(task.id, now))
         finally:
-            self._release()
+            self.write_back()
         return to_release
 
     def _first_delivery(self, task_id: str, now: int) -> int:
@@ -354,7 +358,7 @@ class IndexedState(ServerState):
         """Pending tasks that may run now, as ``(address, task id, version)``."""
         ready = []
         try:
-            for task in self.tasks.active(TIMER_TAG):
+            for task in self.tasks.active():
                 if task.state != "pending" or self._first_delivery(task.id, now) > now:
                     continue
                 p = self.promises.get(task.id)

@@ -32,12 +32,16 @@ CREATE TABLE awaiters (
     PRIMARY KEY (task_id, promise_id)
 ) WITHOUT ROWID;
 
+-- sleeps: a pending task of a durable sleep (ctx.sleep), which needs no timer of its own (its
+-- promise's timeout ends it); tasks_live is what a start re-arms timers for.
 CREATE TABLE tasks (
-    id    TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    data  BLOB NOT NULL  -- the SDK's Task, msgpack
+    id     TEXT    PRIMARY KEY,
+    state  TEXT    NOT NULL,
+    sleeps INTEGER NOT NULL,
+    data   BLOB    NOT NULL  -- the SDK's Task, msgpack
 ) WITHOUT ROWID;
-CREATE INDEX tasks_live ON tasks(state) WHERE state IN ('pending', 'acquired');
+CREATE INDEX tasks_live ON tasks(id)
+    WHERE state = 'acquired' OR (state = 'pending' AND sleeps = 0);
 
 CREATE TABLE schedules (
     id   TEXT PRIMARY KEY,
