@@ -222,8 +222,7 @@ def rss_mb() -> float:
 async def timers_settled(conn: EngineConnection, count: int) -> None:
     """Wait until ``count`` deadline watchers sleep on their timer promise."""
     while True:
-        state = conn._state
-        sleeping = sum(1 for p in state.promises.values() if "resonate:timer" in p.tags)
+        sleeping = len(conn._state.promises.with_tag("resonate:timer", "true"))
         if sleeping >= count:
             return
         await asyncio.sleep(0.5)
