@@ -63,3 +63,19 @@ async def engine_request(conn: Any, kind: str, **data: Any) -> tuple[int, dict[s
 @pytest.fixture
 def request_engine() -> Callable[..., Any]:
     return engine_request
+
+
+async def seed_engine(data_dir: Path, count: int = 50) -> None:
+    """Create ``count`` pending promises with 200-byte payloads in a durable engine, and stop."""
+    conn = open_durable(data_dir, pid="p1", group="g")
+    await conn.start()
+    for i in range(count):
+        await engine_request(
+            conn, "promise.create", id=f"p{i}", timeoutAt=1 << 62, param={"data": "x" * 200}
+        )
+    await conn.stop()
+
+
+@pytest.fixture
+def seeded() -> Callable[..., Any]:
+    return seed_engine

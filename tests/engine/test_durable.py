@@ -99,16 +99,6 @@ async def test_lock_held_by_another_process_dies_with_it(tmp_path: Path) -> None
     await conn.stop()
 
 
-async def seeded(tmp_path: Path, request_engine, count: int = 50) -> None:
-    conn = open_durable(tmp_path, pid="p1", group="g")
-    await conn.start()
-    for i in range(count):
-        await request_engine(
-            conn, "promise.create", id=f"p{i}", timeoutAt=FAR, param={"data": "x" * 200}, tags={}
-        )
-    await conn.stop()
-
-
 async def test_garbage_file_is_refused_naming_it(tmp_path: Path) -> None:
     (tmp_path / DB_FILE).write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(CorruptDatabase) as refused:
@@ -122,8 +112,8 @@ async def test_empty_file_is_refused_not_started_empty(tmp_path: Path) -> None:
         await open_durable(tmp_path, pid="p1", group="g").start()
 
 
-async def test_truncated_file_is_refused(tmp_path: Path, request_engine) -> None:
-    await seeded(tmp_path, request_engine, count=200)
+async def test_truncated_file_is_refused(tmp_path: Path, seeded) -> None:
+    await seeded(tmp_path, count=200)
     path = tmp_path / DB_FILE
     size = path.stat().st_size
     with path.open("r+b") as f:
@@ -142,8 +132,8 @@ async def test_a_restart_after_refusal_still_refuses_and_keeps_the_file(tmp_path
     assert path.read_bytes() == b"junk" * 1000
 
 
-async def test_newer_schema_is_refused(tmp_path: Path, request_engine) -> None:
-    await seeded(tmp_path, request_engine, count=1)
+async def test_newer_schema_is_refused(tmp_path: Path, seeded) -> None:
+    await seeded(tmp_path, count=1)
     db = sqlite3.connect(tmp_path / DB_FILE)
     db.execute("INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 0)")
     db.commit()

@@ -45,19 +45,11 @@ async def test_the_checkpoint_thread_copies_commits_into_the_file(
     await conn.stop()
 
 
-async def seeded(tmp_path: Path, request_engine, count: int) -> None:
-    conn = open_durable(tmp_path, pid="p1", group="g")
-    await conn.start()
-    for i in range(count):
-        await request_engine(conn, "promise.create", id=f"p{i}", timeoutAt=FAR, param={"x" * 50: i})
-    await conn.stop()
-
-
 async def test_a_big_truncated_file_is_refused_without_a_full_check(
-    tmp_path: Path, request_engine, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store, "QUICK_CHECK_AT_START_MAX_BYTES", 0)
-    await seeded(tmp_path, request_engine, 300)
+    await seeded(tmp_path, 300)
     path = tmp_path / DB_FILE
     with path.open("r+b") as f:
         f.truncate(path.stat().st_size - 4096)
@@ -68,12 +60,12 @@ async def test_a_big_truncated_file_is_refused_without_a_full_check(
 
 async def test_damage_inside_a_big_file_is_reported_by_the_checkpoint_thread(
     tmp_path: Path,
-    request_engine,
+    seeded,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(store, "QUICK_CHECK_AT_START_MAX_BYTES", 0)
-    await seeded(tmp_path, request_engine, 300)
+    await seeded(tmp_path, 300)
     path = tmp_path / DB_FILE
     db = sqlite3.connect(path)
     root = db.execute(
