@@ -8,9 +8,13 @@ front but the tasks that have timers (pending and acquired ones), so it takes th
 100,000 waiting requests as with none; memory holds only what the requests in flight touch.
 Retention deletes finished lineages, and freed pages go back with ``incremental_vacuum``.
 
-Checkpoints. SQLite's automatic checkpoint would copy the WAL into the file inside a commit, on
-the event loop, with an fsync of the database file; a thread of the store's own does it instead
-(``PASSIVE``, every ``CHECKPOINT_INTERVAL_S``), so a commit only appends to the WAL.
+Checkpoints. SQLite's automatic checkpoint copies the WAL into the file inside a commit, on the
+event loop, with an fsync of the database file. A thread of the store's own does that copying
+(``PASSIVE``, every ``CHECKPOINT_INTERVAL_S``), so most commits only append to the WAL. Under
+steady writes the thread's checkpoint never quite completes (commits keep appending behind it)
+and the WAL would never restart, so the writer keeps an automatic checkpoint at
+``WAL_AUTOCHECKPOINT_PAGES``: it finds nearly every frame already copied, copies the rest, and
+the WAL restarts (and is truncated to ``WAL_SIZE_LIMIT_BYTES``).
 
 Failures. A file that SQLite cannot read, is shorter than its header says, fails
 ``quick_check`` (before start up to ``QUICK_CHECK_AT_START_MAX_BYTES``, in the checkpoint thread
@@ -57,6 +61,8 @@ WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
 PAGE_CACHE_KIB = 32 * 1024
 #: How often the checkpoint thread copies the WAL into the database file.
 CHECKPOINT_INTERVAL_S = 0.5
+#: WAL pages after which a commit finishes the checkpoint itself (and the WAL restarts).
+WAL_AUTOCHECKPOINT_PAGES = 16_384
 #: Files up to this size get a full ``quick_check`` before the engine starts; bigger ones get
 #: the O(1) checks at start and the full one in the checkpoint thread (it reads every page:
 #: 1.7 s for 2 GB here, most of a restart).
@@ -194,7 +200,7 @@ class SqliteStore:
             db.execute(f"PRAGMA synchronous = {self._synchronous}")
             db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
             db.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
-            db.execute("PRAGMA wal_autocheckpoint = 0")
+            db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
         except sqlite3.DatabaseError as exc:
             raise CorruptDatabase(self.path, str(exc)) from exc
         return db

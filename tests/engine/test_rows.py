@@ -118,3 +118,32 @@ async def test_a_sleep_needs_no_timer_after_a_restart_and_still_wakes(
     now[0] += 5 * 60_000
     assert await asyncio.wait_for(handle.result(), 10) == "awake"
     await second.stop()
+
+
+async def test_the_wal_stays_bounded_under_steady_writes(
+    tmp_path: Path, request_engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint racing with commits never completes; the writer's own finishes it."""
+    monkeypatch.setattr(store, "WAL_AUTOCHECKPOINT_PAGES", 200)
+    monkeypatch.setattr(store, "WAL_SIZE_LIMIT_BYTES", 1024 * 1024)
+    conn = open_durable(tmp_path, pid="p1", group="g")
+    await conn.start()
+    wal = tmp_path / (DB_FILE + "-wal")
+    biggest = 0
+    for batch in range(60):
+        await asyncio.gather(
+            *(
+                request_engine(
+                    conn,
+                    "promise.create",
+                    id=f"p{batch}-{i}",
+                    timeoutAt=FAR,
+                    param={"x": "y" * 2000},
+                )
+                for i in range(50)
+            )
+        )
+        biggest = max(biggest, wal.stat().st_size)
+    await conn.stop()
+    assert rows_in_the_file(tmp_path / DB_FILE) == 3000
+    assert biggest < 4 * 1024 * 1024
