@@ -29,6 +29,10 @@ LINEAGE_END = ";"
 IN_LINEAGE = "(id = ? OR (id >= ? AND id < ?))"
 #: A search walks the index of its rarest tag; counting stops here (a cheap, bounded estimate).
 SEARCH_COUNT_CAP = 1000
+#: Tags kept out of the tag index: on nearly every promise with one or two values, so each
+#: insert would dirty a random page of a huge index range, and no one searches by them (a search
+#: that does still answers exactly, filtering decoded promises page by page).
+UNINDEXED_TAGS = frozenset({"resonate:scope", "resonate:target"})
 #: What a search walks when no tag is narrower: the id index, or the pending promises.
 ID = "id"
 PENDING = "pending"
@@ -288,9 +292,27 @@ class PromiseRows(_Rows[DurablePromise]):
         ]
 
     def search(self, query: Search) -> list[DurablePromise]:
-        """Up to ``query.limit`` matches in id order, walking the narrowest index: the id (for
-        an exact id or a glob with a literal prefix), the rarest tag, or the pending promises."""
+        """Up to ``query.limit`` matches in id order. Tags of ``UNINDEXED_TAGS`` are matched on
+        the decoded promises, page by page, behind the indexed part of the query."""
         self.flush()
+        loose = {k: v for k, v in query.tags.items() if k in UNINDEXED_TAGS}
+        if not loose:
+            return self._search_indexed(query)
+        strict = msgspec.structs.replace(
+            query, tags={k: v for k, v in query.tags.items() if k not in loose}
+        )
+        found: list[DurablePromise] = []
+        while len(found) < query.limit:
+            page = self._search_indexed(strict)
+            found += [p for p in page if all(p.tags.get(k) == v for k, v in loose.items())]
+            if len(page) < strict.limit:
+                break
+            strict = msgspec.structs.replace(strict, cursor=page[-1].id)
+        return found[: query.limit]
+
+    def _search_indexed(self, query: Search) -> list[DurablePromise]:
+        """The walk of the narrowest index: the id (for an exact id or a glob with a literal
+        prefix), the rarest tag, or the pending promises."""
         where: list[str] = []
         args: list[Any] = []
         tags = list(query.tags.items())
@@ -424,7 +446,7 @@ class PromiseRows(_Rows[DurablePromise]):
             )
             self._db.write_many(
                 "INSERT OR REPLACE INTO promise_tags(key, value, id) VALUES (?, ?, ?)",
-                [(k, v, key) for k, v in obj.tags.items()],
+                [(k, v, key) for k, v in obj.tags.items() if k not in UNINDEXED_TAGS],
             )
         else:
             changed = {"data": row.data}

@@ -131,3 +131,28 @@ async def test_sdk_sees_a_bad_query_as_server_error(engine, make_resonate) -> No
     with pytest.raises(ServerError) as caught:
         await resonate.promises.search(state="bogus", tags=None, limit=None, cursor=None)
     assert caught.value.code == 400
+
+
+async def test_tags_kept_out_of_the_index_are_still_matched_exactly(engine, make_resonate) -> None:
+    """``resonate:scope`` and ``resonate:target`` are on nearly every promise and not indexed;
+    a search by them pages through the rest of the query and filters."""
+    resonate = make_resonate(engine)
+    for i in range(40):
+        scope = "local" if i % 7 == 0 else "global"
+        tags = {"resonate:scope": scope, "batch": "a" if i % 2 else "b"}
+        await resonate.promises.create(f"q{i:02d}", FAR, Value(data=i), tags)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await resonate.promises.search(
+            state="pending", tags={"resonate:scope": "local"}, limit=2, cursor=cursor
+        )
+        seen += [p.id for p in page.promises]
+        cursor = page.cursor
+        if not cursor:
+            break
+    assert seen == ["q00", "q07", "q14", "q21", "q28", "q35"]
+    both = await resonate.promises.search(
+        state=None, tags={"resonate:scope": "local", "batch": "a"}, limit=10, cursor=None
+    )
+    assert [p.id for p in both.promises] == ["q07", "q21", "q35"]
