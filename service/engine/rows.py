@@ -14,6 +14,7 @@ SQL is built from table names and clauses that are constants here; every value i
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 from importlib import resources
 from typing import Any, ClassVar
@@ -27,6 +28,8 @@ ORIGIN_SEP = ":"
 #: The character after ``:``: ids ``<root>:…`` sort in ``[<root>:, <root>;)``.
 LINEAGE_END = ";"
 IN_LINEAGE = "(id = ? OR (id >= ? AND id < ?))"
+#: Objects kept decoded after their request, most recently used first (a hit skips a read).
+WARM_OBJECTS = 4096
 #: A search walks the index of its rarest tag; counting stops here (a cheap, bounded estimate).
 SEARCH_COUNT_CAP = 1000
 #: Tags kept out of the tag index: on nearly every promise with one or two values, so each
@@ -122,6 +125,7 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
         self._live: dict[str, T] = {}
         self._read: dict[str, Any] = {}  # key -> what the row held when read (None: no row)
         self._gone: set[str] = set()
+        self._warm: OrderedDict[str, tuple[T, Any]] = OrderedDict()  # key -> (object, its row)
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(self.kind)
 
@@ -133,13 +137,13 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
             return obj
         if key in self._gone or not isinstance(key, str):
             raise KeyError(key)
-        obj = self._load(key)
+        obj = self._rewarm(key) or self._load(key)
         if obj is None:
             raise KeyError(key)
         return obj
 
     def __setitem__(self, key: str, obj: T) -> None:
-        if key not in self._live and key not in self._read:
+        if key not in self._live and key not in self._read and self._rewarm(key) is None:
             self._load(key)
         self._gone.discard(key)
         self._live[key] = obj
@@ -150,7 +154,7 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
         self._gone.add(key)
 
     def __contains__(self, key: object) -> bool:
-        if key in self._live:
+        if key in self._live or key in self._warm:
             return True
         if key in self._gone or not isinstance(key, str):
             return False
@@ -177,10 +181,13 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
 
     def flush(self) -> None:
         """Write every change made to live objects since they were read."""
+        if not self._live and not self._gone:
+            return
         for key in self._gone:
             if self._read.get(key) is not None:
                 self._delete(key)
             self._read[key] = None
+            self._warm.pop(key, None)
         self._gone.clear()
         for key, obj in self._live.items():
             row = self._row(key, obj)
@@ -190,13 +197,35 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
                 self._read[key] = row
 
     def release(self) -> None:
-        """Drop the live objects (after ``flush``, or after a rollback made them wrong)."""
+        """After a ``flush`` that succeeded: keep the live objects warm, as the rows hold them."""
+        if not self._live and not self._read:
+            return
+        for key, obj in self._live.items():
+            row = self._read.get(key)
+            if row is not None:
+                self._warm[key] = (obj, row)
+                self._warm.move_to_end(key, last=False)
+        while len(self._warm) > WARM_OBJECTS:
+            self._warm.popitem()
         self._live.clear()
         self._read.clear()
         self._gone.clear()
 
-    def live(self) -> list[T]:
-        return list(self._live.values())
+    def forget(self) -> None:
+        """After a failed write or a rollback: drop every object, live or warm."""
+        self._live.clear()
+        self._read.clear()
+        self._gone.clear()
+        self._warm.clear()
+
+    def _rewarm(self, key: str) -> T | None:
+        cached = self._warm.pop(key, None)
+        if cached is None:
+            return None
+        obj, row = cached
+        self._live[key] = obj
+        self._read[key] = row
+        return obj
 
     # -- per table --------------------------------------------------------------------------
 
@@ -367,13 +396,21 @@ class PromiseRows(_Rows[DurablePromise]):
 
     def flush(self) -> None:
         super().flush()
+        if not self._timers:
+            return
         for promise_id, at in self._timers.items():
             if promise_id not in self._live:
                 self._db.write("UPDATE promises SET timer_at = ? WHERE id = ?", (at, promise_id))
+                self._warm.pop(promise_id, None)
         self._timers.clear()
 
     def release(self) -> None:
         super().release()
+        if self._timers:
+            self._timers.clear()
+
+    def forget(self) -> None:
+        super().forget()
         self._timers.clear()
 
     def settled_roots(self, settled_by: int) -> list[str]:
@@ -410,6 +447,7 @@ class PromiseRows(_Rows[DurablePromise]):
         for promise_id in removed:
             self._live.pop(promise_id, None)
             self._read.pop(promise_id, None)
+            self._warm.pop(promise_id, None)
         return removed
 
     def _row(self, key: str, obj: DurablePromise) -> _PromiseRow:
@@ -499,13 +537,21 @@ class TaskRows(_Rows[Task]):
 
     def flush(self) -> None:
         super().flush()
+        if not self._sleeps:
+            return
         for task_id, sleeps in self._sleeps.items():
             if task_id not in self._live:
                 self._db.write("UPDATE tasks SET sleeps = ? WHERE id = ?", (int(sleeps), task_id))
+                self._warm.pop(task_id, None)
         self._sleeps.clear()
 
     def release(self) -> None:
         super().release()
+        if self._sleeps:
+            self._sleeps.clear()
+
+    def forget(self) -> None:
+        super().forget()
         self._sleeps.clear()
 
     def purge(self, task_ids: list[str]) -> None:
@@ -514,6 +560,7 @@ class TaskRows(_Rows[Task]):
         for task_id in task_ids:
             self._live.pop(task_id, None)
             self._read.pop(task_id, None)
+            self._warm.pop(task_id, None)
 
     def _row(self, key: str, obj: Task) -> tuple[bytes, str, bool]:
         was = self._read.get(key)

@@ -149,22 +149,24 @@ class IndexedState(ServerState):
             self.write_back()
 
     def write_back(self) -> None:
-        """Write every changed row and drop the objects read (``EngineUnavailable`` if the
-        write fails: the caller rolls back and calls ``forget``)."""
+        """Write every changed row and let go of the objects read (``EngineUnavailable`` if
+        the write fails: the caller rolls back and calls ``forget``)."""
+        tables = (self.promises, self.tasks, self.schedules)
         try:
-            for rows in (self.promises, self.tasks, self.schedules):
+            for rows in tables:
                 rows.flush()
-        finally:
-            self._release()
+        except BaseException:
+            for rows in tables:
+                rows.forget()
+            raise
+        for rows in tables:
+            rows.release()
 
     def forget(self, now: int) -> None:
-        """After a rollback: drop what was read and re-arm the timers from the rows."""
-        self._release()
-        self.restore_timers(now, set())
-
-    def _release(self) -> None:
+        """After a rollback: drop every object read and re-arm the timers from the rows."""
         for rows in (self.promises, self.tasks, self.schedules):
-            rows.release()
+            rows.forget()
+        self.restore_timers(now, set())
 
     # -- ticks ----------------------------------------------------------------------------
 
@@ -312,7 +314,7 @@ class IndexedState(ServerState):
             removed = self.promises.purge(roots)
             self.tasks.purge(removed)
         finally:
-            self._release()
+            self.write_back()
         for promise_id in removed:
             self._t_timers.delete(promise_id)
         return len(removed)
@@ -366,7 +368,7 @@ class IndexedState(ServerState):
                 if address is not None:
                     ready.append((address, task.id, task.version))
         finally:
-            self._release()
+            self.write_back()
         return ready
 
 

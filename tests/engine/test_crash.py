@@ -77,19 +77,20 @@ async def run(tmp_path: Path) -> AsyncIterator[Run]:
 
 
 @pytest.mark.parametrize(
-    ("kill_at", "settle_s", "first_decides"),
+    ("kill_at", "settle_s", "first_decides", "summaries"),
     [
-        ("fetch start", 0.0, False),
-        ("summarize start", 0.0, False),
-        ("summarize done", 0.0, False),
-        ("ask", 0.0, False),
-        ("ask", 0.5, False),
-        ("decided", 0.0, True),
+        ("fetch start", 0.0, False, {1}),
+        ("summarize start", 0.0, False, {1}),
+        # the step has returned, its checkpoint may not be committed yet: a re-run is allowed
+        ("summarize done", 0.0, False, {1, 2}),
+        ("ask", 0.0, False, {1}),
+        ("ask", 0.5, False, {1}),
+        ("decided", 0.0, True, {1}),
     ],
     ids=["mid-fetch", "fetch-checkpointed", "summary-done", "after-ask", "waiting", "decided"],
 )
 async def test_embedded_engine_survives_sigkill(
-    run: Run, kill_at: str, settle_s: float, first_decides: bool
+    run: Run, kill_at: str, settle_s: float, first_decides: bool, summaries: set[int]
 ) -> None:
     first = await run.spawn("embedded", str(run.data_dir), *(["--decide"] if first_decides else []))
     await run.wait_for(kill_at)
@@ -104,7 +105,7 @@ async def test_embedded_engine_survives_sigkill(
 
     assert run.result() == EXPECTED
     assert run.count("fetch done") == 1
-    assert run.count("summarize done") == 1
+    assert run.count("summarize done") in summaries
     assert run.count("decided") == 1
 
 
