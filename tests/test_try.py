@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,9 +48,20 @@ async def test_try_points_up_at_a_link_that_is_there_and_stops_on_ctrl_c(tmp_pat
         assert f"http://127.0.0.1:{port}/dashboard/mg-" in shown
 
         process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(20):
-            rest = (await process.stdout.read()).decode()
-            await process.wait()
+        rest = ""
+        try:
+            async with asyncio.timeout(20):
+                while chunk := await process.stdout.read(4096):
+                    rest += chunk.decode(errors="replace")
+                await process.wait()
+        except TimeoutError:
+            tree = subprocess.run(
+                ["ps", "-o", "pid,ppid,stat,etime,args", "-s", str(process.pid)],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            pytest.fail(f"scripts/try did not stop in 20 s; its processes:\n{tree}\n{rest}")
         assert process.returncode == 0, rest
         assert "shutting down" in rest
     finally:
