@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -55,12 +54,15 @@ async def test_try_points_up_at_a_link_that_is_there_and_stops_on_ctrl_c(tmp_pat
                     rest += chunk.decode(errors="replace")
                 await process.wait()
         except TimeoutError:
-            tree = subprocess.run(
-                ["ps", "-o", "pid,ppid,stat,etime,args", "-s", str(process.pid)],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout
+            ps = await asyncio.create_subprocess_exec(
+                "ps",
+                "-o",
+                "pid,ppid,stat,etime,args",
+                "-s",
+                str(process.pid),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            tree = (await ps.communicate())[0].decode()
             pytest.fail(f"scripts/try did not stop in 20 s; its processes:\n{tree}\n{rest}")
         assert process.returncode == 0, rest
         assert "shutting down" in rest
