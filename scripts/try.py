@@ -72,13 +72,23 @@ def main() -> int:
             view = wait_until_asked(client, request_id, serve)
             if view is not None:
                 print(explain(view, base), flush=True)
-            return serve.wait()
+            return wait_interruptibly(serve)
     except KeyboardInterrupt:
         return 0
     finally:
         if serve.poll() is None:
             serve.terminate()
         serve.wait(timeout=30)
+
+
+def wait_interruptibly(serve: subprocess.Popen[bytes]) -> int:
+    """``serve.wait()`` in short slices: a blocking ``waitpid`` only sees Ctrl-C if the kernel
+    hands the signal to this thread, and the page server's thread may take it instead."""
+    while True:
+        try:
+            return serve.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def wait_until_asked(

@@ -46,7 +46,7 @@ async def test_try_points_up_at_a_link_that_is_there_and_stops_on_ctrl_c(tmp_pat
         assert shown.index("/decide/") < shown.index("printed just above"), shown
         assert f"http://127.0.0.1:{port}/dashboard/mg-" in shown
 
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         rest = ""
         try:
             async with asyncio.timeout(20):
@@ -57,7 +57,7 @@ async def test_try_points_up_at_a_link_that_is_there_and_stops_on_ctrl_c(tmp_pat
             ps = await asyncio.create_subprocess_exec(
                 "ps",
                 "-o",
-                "pid,ppid,stat,etime,args",
+                "pid,ppid,stat,etime,blocked,ignored,caught,args",
                 "-s",
                 str(process.pid),
                 stdout=asyncio.subprocess.PIPE,
