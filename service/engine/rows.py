@@ -119,6 +119,8 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
     kind: ClassVar[type]
     #: The column that orders iteration (creation order where the table keeps one).
     order: ClassVar[str] = "id"
+    #: A column the state machine sets beside the object (it is not in the SDK's struct).
+    staged_column: ClassVar[str | None] = None
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -126,6 +128,7 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
         self._read: dict[str, Any] = {}  # key -> what the row held when read (None: no row)
         self._gone: set[str] = set()
         self._warm: OrderedDict[str, tuple[T, Any]] = OrderedDict()  # key -> (object, its row)
+        self._staged: dict[str, Any] = {}  # key -> value of staged_column, written at flush
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(self.kind)
 
@@ -180,9 +183,21 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
     # -- write-back -----------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write every change made to live objects since they were read."""
-        if not self._live and not self._gone:
-            return
+        """Write every change made to live objects since they were read, and the staged
+        column of objects that are not live."""
+        if self._live or self._gone:
+            self._flush_live()
+        if self._staged:
+            for key, value in self._staged.items():
+                if key not in self._live:
+                    self._db.write(
+                        f"UPDATE {self.table} SET {self.staged_column} = ? WHERE id = ?",  # noqa: S608
+                        (value, key),
+                    )
+                    self._warm.pop(key, None)
+            self._staged.clear()
+
+    def _flush_live(self) -> None:
         for key in self._gone:
             if self._read.get(key) is not None:
                 self._delete(key)
@@ -198,6 +213,7 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
 
     def release(self) -> None:
         """After a ``flush`` that succeeded: keep the live objects warm, as the rows hold them."""
+        self._staged.clear()
         if not self._live and not self._read:
             return
         for key, obj in self._live.items():
@@ -213,6 +229,7 @@ class _Rows[T: msgspec.Struct](MutableMapping[str, T]):
 
     def forget(self) -> None:
         """After a failed write or a rollback: drop every object, live or warm."""
+        self._staged.clear()
         self._live.clear()
         self._read.clear()
         self._gone.clear()
@@ -268,14 +285,11 @@ class PromiseRows(_Rows[DurablePromise]):
     table = "promises"
     kind = DurablePromise
     order = "seq"
-
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
-        self._timers: dict[str, int | None] = {}
+    staged_column = "timer_at"
 
     def set_timer(self, promise_id: str, at: int | None) -> None:
         """Arm (or, with ``None``, disarm) the tick's timeout of a promise."""
-        self._timers[promise_id] = at
+        self._staged[promise_id] = at
 
     def due(self, now: int) -> list[tuple[str, int]]:
         """Armed timers at or before ``now``, in the order they were armed (creation order)."""
@@ -394,25 +408,6 @@ class PromiseRows(_Rows[DurablePromise]):
         sql = f"SELECT count(*) FROM ({select} LIMIT ?)"  # noqa: S608
         return self._db.read(sql, (*args, SEARCH_COUNT_CAP))[0][0]
 
-    def flush(self) -> None:
-        super().flush()
-        if not self._timers:
-            return
-        for promise_id, at in self._timers.items():
-            if promise_id not in self._live:
-                self._db.write("UPDATE promises SET timer_at = ? WHERE id = ?", (at, promise_id))
-                self._warm.pop(promise_id, None)
-        self._timers.clear()
-
-    def release(self) -> None:
-        super().release()
-        if self._timers:
-            self._timers.clear()
-
-    def forget(self) -> None:
-        super().forget()
-        self._timers.clear()
-
     def settled_roots(self, settled_by: int) -> list[str]:
         """Lineage roots settled at or before ``settled_by``."""
         self.flush()
@@ -452,7 +447,7 @@ class PromiseRows(_Rows[DurablePromise]):
 
     def _row(self, key: str, obj: DurablePromise) -> _PromiseRow:
         was = self._read.get(key)
-        timer_at = self._timers.get(key, was.timer_at if was is not None else None)
+        timer_at = self._staged.get(key, was.timer_at if was is not None else None)
         return _PromiseRow(
             data=self._encoder.encode(obj),
             state=obj.state,
@@ -515,14 +510,11 @@ class TaskRows(_Rows[Task]):
 
     table = "tasks"
     kind = Task
-
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
-        self._sleeps: dict[str, bool] = {}
+    staged_column = "sleeps"
 
     def set_sleeping(self, task_id: str, sleeps: bool) -> None:
         """Mark a pending task as a durable sleep's (no timer needed) or not."""
-        self._sleeps[task_id] = sleeps
+        self._staged[task_id] = int(sleeps)
 
     def active(self) -> list[Task]:
         """Acquired tasks and pending ones that do not sleep, in id order."""
@@ -535,25 +527,6 @@ class TaskRows(_Rows[Task]):
             )
         ]
 
-    def flush(self) -> None:
-        super().flush()
-        if not self._sleeps:
-            return
-        for task_id, sleeps in self._sleeps.items():
-            if task_id not in self._live:
-                self._db.write("UPDATE tasks SET sleeps = ? WHERE id = ?", (int(sleeps), task_id))
-                self._warm.pop(task_id, None)
-        self._sleeps.clear()
-
-    def release(self) -> None:
-        super().release()
-        if self._sleeps:
-            self._sleeps.clear()
-
-    def forget(self) -> None:
-        super().forget()
-        self._sleeps.clear()
-
     def purge(self, task_ids: list[str]) -> None:
         self.flush()
         self._db.write_many("DELETE FROM tasks WHERE id = ?", [(i,) for i in task_ids])
@@ -564,7 +537,7 @@ class TaskRows(_Rows[Task]):
 
     def _row(self, key: str, obj: Task) -> tuple[bytes, str, bool]:
         was = self._read.get(key)
-        sleeps = self._sleeps.get(key, was[2] if was is not None else False)
+        sleeps = bool(self._staged.get(key, was[2] if was is not None else False))
         return self._encoder.encode(obj), obj.state, sleeps
 
     def _load(self, key: str) -> Task | None:
